@@ -1,0 +1,1 @@
+"""A small job app for `make demo`: one job module per verdict."""

@@ -1,0 +1,5 @@
+import sys
+
+from subcompat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""The pipeline end to end: cache lookup, probe the misses, decide, remember.
+
+This is what the CLI, the chancy executor and the pytest plugin call.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from subcompat.cache import Cache, environment_key
+from subcompat.probe import Interpreter, Prober
+from subcompat.report import Report
+from subcompat.route import Policy
+from subcompat.verdict import ERROR, UNSUPPORTED, Verdict, decide
+
+
+def known_interpreter(python: str | None, cache: Cache | None) -> Interpreter | None:
+    """The target interpreter without starting it, when that is possible."""
+    if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):
+        return Interpreter.current()
+    if cache is not None:
+        info = cache.get_interpreter(os.path.abspath(python))
+        if info is not None:
+            return Interpreter.from_json(info)
+    return None
+
+
+def check(
+    targets: Sequence[str],
+    *,
+    python: str | None = None,
+    cache: Cache | None = None,
+    timeout: float = 30.0,
+    jobs: int | None = None,
+    policy: Policy = Policy(),
+) -> Report:
+    started = time.perf_counter()
+    interp = known_interpreter(python, cache)
+    env = environment_key(python)
+    found: dict[str, Verdict] = {}
+    if interp is not None and interp.unsupported:
+        verdicts = tuple(Verdict(t, UNSUPPORTED, interp.python, interp.unsupported) for t in targets)
+        return Report(interp.python, verdicts, policy, time.perf_counter() - started)
+    if interp is not None and cache is not None:
+        for target in targets:
+            hit = cache.get_job(interp.key, env, target)
+            if hit is not None:
+                found[target] = _as_cached(hit)
+    misses = [t for t in dict.fromkeys(targets) if t not in found]
+    if misses:
+        with Prober(python, timeout=timeout, jobs=jobs) as prober:
+            interp = prober.interpreter()
+            if cache is not None:
+                if python is not None:
+                    cache.put_interpreter(os.path.abspath(python), interp.to_json())
+                prober.recall = cache.recall(interp.key)
+            for result in prober.probe_many(misses):
+                verdict = decide(result)
+                found[result.target] = verdict
+                if cache is not None and verdict.verdict not in (ERROR, UNSUPPORTED):
+                    cache.put_job(interp.key, env, verdict)
+                    cache.put_extensions(interp.key, verdict.extensions)
+    assert interp is not None
+    return Report(
+        interp.python,
+        tuple(found[t] for t in targets),
+        policy,
+        time.perf_counter() - started,
+        probed=len(misses),
+    )
+
+
+def _as_cached(v: Verdict) -> Verdict:
+    from dataclasses import replace
+
+    return replace(v, cached=True)

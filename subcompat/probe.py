@@ -1,0 +1,543 @@
+"""Stage 2, probe: import each candidate in a fresh sub-interpreter, in a child process.
+
+The child (``_child.py``) runs under the target interpreter and may die or hang on any
+candidate; this side restarts it, records ``crash`` (with the signal) or ``timeout``,
+names the extension from the breadcrumb the trial left, and carries on.
+
+Per target: one trial of the job module (which also scans the job's first-party source
+and runs its deferred imports); deferred imports left over after a failure get fresh
+interpreters; and only when something failed, a fresh *process* imports the job in its
+main interpreter (is it broken everywhere? which extensions did the sub-interpreter
+never reach?) and each such extension is loaded on its own, so every culprit is named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from subcompat.discover import Edge, ModuleInfo, ModuleTree
+
+PROTOCOL = 1
+SUBINTERP_MESSAGE = "does not support loading in subinterpreters"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CHILD = os.path.join(_HERE, "_child.py")
+_DISCOVER = os.path.join(_HERE, "discover.py")
+_BOOT = (
+    "import sys;p=sys.argv[1];"
+    "exec(compile(open(p,encoding='utf-8').read(),p,'exec'),"
+    "{'__name__':'__subcompat_child__','__file__':p,'__builtins__':__builtins__})"
+)
+
+#: Counts of what this process did, for tests and benchmarks ("a warm run spawns no child").
+STATS = {"children_started": 0, "trials": 0}
+
+
+class ProbeError(Exception):
+    """The probe itself could not run (bad interpreter path, protocol mismatch)."""
+
+
+class _ChildGone(Exception):
+    def __init__(self, status: str, signal_no: int | None, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status  # crash | timeout
+        self.signal = signal_no
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The target interpreter, as its own child reports it."""
+
+    python: str
+    implementation: str
+    cache_tag: str | None
+    abiflags: str
+    build: str
+    executable: str
+    backend: str | None
+    unsupported: str | None
+    can_classify: bool
+    sys_path: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Identity for cache keys: a rebuilt or upgraded interpreter is another key."""
+        raw = "|".join(
+            [self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build]
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["sys_path"] = list(self.sys_path)
+        return data
+
+    @classmethod
+    def current(cls) -> Interpreter:
+        """This process's interpreter, described exactly as a child would describe it."""
+        from subcompat import _child
+
+        return cls.from_json(_child.describe_interpreter(_child.Backend(), []))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Interpreter:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in fields}
+        kwargs["sys_path"] = tuple(kwargs.get("sys_path") or ())
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate in one fresh interpreter (or, for kind ``main``, a fresh process)."""
+
+    kind: str  # job | lazy | extension | classify | main
+    candidate: str
+    status: str  # ok | failed | crash | timeout | missing
+    error: dict[str, Any] | None = None
+    failures: tuple[dict[str, Any], ...] = ()  # extension loads that raised, from the hook
+    culprit: dict[str, Any] | None = None  # for crash/timeout: the extension being loaded
+    signal: int | None = None
+    edge: Edge | None = None
+    file: str | None = None
+    cached: bool = False
+    shared_gil: bool | None = None  # extension loads with a shared GIL (multi-phase, no slot)
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Everything the probe saw for one target; the verdict stage reads only this."""
+
+    target: str
+    interpreter: Interpreter
+    tree: ModuleTree
+    trials: tuple[Trial, ...] = ()
+    elapsed_s: float = 0.0
+    loaded: frozenset[str] = field(default_factory=frozenset)  # extensions loaded in a sub
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    module, _, function = target.partition(":")
+    return module, (function or None)
+
+
+class _Child:
+    """One child process of the target interpreter."""
+
+    def __init__(self, python: str, workdir: str, env: dict[str, str] | None, cwd: str | None):
+        self.python = python
+        self.workdir = workdir
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.crumbs = ""
+        self.stderr_path = ""
+        self._buf = b""
+        self._ids = 0
+
+    def start(self) -> None:
+        fd, self.crumbs = tempfile.mkstemp(prefix="crumbs-", dir=self.workdir)
+        os.close(fd)
+        fd, self.stderr_path = tempfile.mkstemp(prefix="stderr-", dir=self.workdir)
+        with os.fdopen(fd, "wb") as err:
+            try:
+                self.proc = subprocess.Popen(
+                    [self.python, "-X", "faulthandler", "-c", _BOOT, _CHILD],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    cwd=self.cwd,
+                    env=self.env,
+                    bufsize=0,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProbeError(f"cannot start {self.python}: {exc.strerror or exc}") from None
+        STATS["children_started"] += 1
+        self._buf = b""
+
+    def ensure_started(self) -> _Child:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def request(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
+        self.ensure_started()
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        self._ids += 1
+        with open(self.crumbs, "w"):
+            pass
+        line = json.dumps({"v": PROTOCOL, "id": self._ids, "op": op, **fields}) + "\n"
+        try:
+            self.proc.stdin.write(line.encode())
+        except (BrokenPipeError, OSError):
+            self._died()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.kill()
+                    raise _ChildGone("timeout", None, f"no answer within {timeout:g}s")
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    self._died()
+                self._buf += chunk
+        raw, _, self._buf = self._buf.partition(b"\n")
+        reply = json.loads(raw)
+        if reply.get("v") != PROTOCOL:
+            raise ProbeError(f"child speaks protocol {reply.get('v')!r}, expected {PROTOCOL}")
+        if not reply.get("ok"):
+            raise ProbeError(f"probe child failed on {op}: {reply.get('error')}")
+        return reply
+
+    def _died(self) -> None:
+        assert self.proc is not None
+        code = self.proc.wait()
+        self.proc = None
+        sig = -code if code < 0 else None
+        detail = (
+            f"killed by signal {sig} ({signal.Signals(sig).name})" if sig else f"exited with {code}"
+        )
+        raise _ChildGone("crash", sig, detail)
+
+    def breadcrumb(self) -> dict[str, Any] | None:
+        """The extension whose load was under way when the child died, if any."""
+        open_loads: list[str] = []
+        candidate = None
+        try:
+            with open(self.crumbs, encoding="utf-8", errors="replace") as fh:
+                for line in fh.read().splitlines():
+                    if line.startswith("*"):
+                        candidate = line[1:]
+                    elif line.startswith("+"):
+                        open_loads.append(line[1:])
+                    elif line.startswith("-") and open_loads:
+                        open_loads.pop()
+        except OSError:
+            return None
+        if not open_loads:
+            return {"name": None, "file": None, "candidate": candidate} if candidate else None
+        name, _, file = open_loads[-1].partition("\t")
+        return {"name": name, "file": file or None, "candidate": candidate}
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        try:
+            with open(self.stderr_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - limit))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self.kill()
+
+
+Recall = Callable[[ModuleInfo], "Trial | None"]
+
+
+class Prober:
+    """Runs trials for many targets on ``jobs`` children in parallel."""
+
+    def __init__(
+        self,
+        python: str | None = None,
+        *,
+        timeout: float = 30.0,
+        jobs: int | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        recall: Recall | None = None,
+        preload: Sequence[str] = (),
+    ) -> None:
+        self.python = python or sys.executable
+        self.timeout = timeout
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self.cwd = cwd
+        self.env = env
+        self.recall = recall
+        self.preload = tuple(preload)
+        self.workdir = tempfile.mkdtemp(prefix="subcompat-")
+        self._local = threading.local()
+        self._children: list[_Child] = []
+        self._lock = threading.Lock()
+        self._ext_memo: dict[str, Trial] = {}
+        self._interp: Interpreter | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+    def __enter__(self) -> Prober:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for child in self._children:
+            child.close()
+        self._children.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _child(self) -> _Child:
+        child = getattr(self._local, "child", None)
+        if child is None:
+            child = _Child(self.python, self.workdir, self.env, self.cwd)
+            self._local.child = child
+            with self._lock:
+                self._children.append(child)
+        return child
+
+    def interpreter(self) -> Interpreter:
+        if self._interp is None:
+            try:
+                reply = self._child().request("hello", timeout=max(self.timeout, 30.0))
+            except _ChildGone as gone:
+                raise ProbeError(f"{self.python} did not start a probe: {gone.detail}") from None
+            self._interp = Interpreter.from_json(reply)
+        return self._interp
+
+    # -- probing ------------------------------------------------------------
+    def probe_many(self, targets: Iterable[str]) -> list[ProbeResult]:
+        targets = list(targets)
+        interp = self.interpreter()
+        if interp.unsupported or not targets:
+            return [ProbeResult(t, interp, ModuleTree(split_target(t)[0])) for t in targets]
+        if self.jobs == 1 or len(targets) == 1:
+            return [self.probe(t) for t in targets]
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(targets))) as pool:
+            return list(pool.map(self.probe, targets))
+
+    def probe(self, target: str) -> ProbeResult:
+        interp = self.interpreter()
+        module, function = split_target(target)
+        started = time.perf_counter()
+        if interp.unsupported:
+            return ProbeResult(target, interp, ModuleTree(module))
+        modules: dict[str, ModuleInfo] = {}
+        edges: dict[str, Edge] = {}
+        loaded: set[str] = set()
+        trials: list[Trial] = []
+
+        def absorb(raw: dict[str, Any], in_sub: bool = True) -> None:
+            failed = {f["name"] for f in raw.get("failures", ())}
+            for m in raw.get("modules", ()):
+                info = ModuleInfo.from_json(m)
+                modules.setdefault(info.name, info)
+                if in_sub and info.extension and info.name not in failed:
+                    loaded.add(info.name)
+            for name, (importer, file, line, how) in raw.get("edges", {}).items():
+                edges.setdefault(name, Edge(importer, file, line, how))
+
+        job = self._trial("job", module, mode="job", name=module, function=function)
+        trials.append(job.trial)
+        absorb(job.raw)
+        trials.extend(self._lazy_trials(job.raw))
+        self._drain(module, job.raw.get("pending", []), [], trials, absorb)
+        if any(t.status not in ("ok", "missing") or t.failures for t in trials):
+            # Something failed: is it broken in the main interpreter too, and which
+            # extensions of the tree did the sub-interpreter never reach?
+            lazy_failed = [t.candidate for t in trials
+                           if t.kind == "lazy" and t.status == "failed" and not t.failures]
+            main, main_raw = self._main(module, function, lazy_failed)
+            trials.extend(main)
+            absorb(main_raw, in_sub=False)
+            if job.trial.status != "ok" and main[0].status == "ok":
+                # the job never reached its deferred imports: scan the tree main saw
+                sources = [
+                    [m.name, m.file, m.file.endswith("__init__.py"), False]
+                    for m in modules.values()
+                    if m.origin == "first_party" and m.file and m.file.endswith(".py")
+                ]
+                self._drain(module, [], sources, trials, absorb)
+        trials.extend(self._extension_trials(modules, loaded, trials, interp))
+        tree = ModuleTree(module, tuple(sorted(modules.values(), key=lambda m: m.name)), edges)
+        return ProbeResult(
+            target, interp, tree, tuple(trials), time.perf_counter() - started, frozenset(loaded)
+        )
+
+    def _drain(
+        self,
+        module: str,
+        pending: list[list[Any]],
+        sources: list[list[Any]],
+        trials: list[Trial],
+        absorb: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """Deferred imports left after a failure, each batch in a fresh interpreter."""
+        while pending or sources:
+            nxt = self._trial("lazy", pending[0][0] if pending else module, mode="lazy",
+                              name=module, pending=pending, sources=sources)
+            sources = []
+            absorb(nxt.raw)
+            trials.extend(self._lazy_trials(nxt.raw))
+            if nxt.trial.status in ("crash", "timeout"):
+                culprit = nxt.trial.culprit or {}
+                names = [p[0] for p in pending]
+                cand = culprit.get("candidate")
+                at = names.index(cand) if cand in names else 0
+                trials.append(dataclasses.replace(nxt.trial, candidate=cand or nxt.trial.candidate))
+                pending = pending[at + 1:]
+            else:
+                pending = nxt.raw.get("pending", [])
+
+    def _lazy_trials(self, raw: dict[str, Any]) -> list[Trial]:
+        out = []
+        for entry in raw.get("lazy", ()):
+            importer, file, line, how = entry["edge"]
+            error = entry.get("error")
+            status = "ok" if error is None else ("missing" if entry.get("missing") else "failed")
+            out.append(
+                Trial("lazy", entry["module"], status, error, edge=Edge(importer, file, line, how))
+            )
+        if out and raw.get("failures"):
+            last = out[-1]
+            if last.status == "failed":
+                out[-1] = dataclasses.replace(last, failures=tuple(raw["failures"]))
+        return out
+
+    def _extension_trials(
+        self,
+        modules: dict[str, ModuleInfo],
+        loaded: set[str],
+        trials: list[Trial],
+        interp: Interpreter,
+    ) -> list[Trial]:
+        """One record per extension that failed or that no sub-interpreter reached.
+
+        Unreached ones are loaded on their own in a fresh interpreter; failed ones
+        are classified (does it load with a shared GIL?). Results are memoised per
+        file for this run and recalled from the cache across runs.
+        """
+        failed: dict[str, dict[str, Any]] = {}
+        for t in trials:
+            for f in t.failures:
+                failed.setdefault(f["name"], f)
+        settled = {t.culprit["name"] for t in trials if t.culprit}
+        if not failed and not settled and all(t.status in ("ok", "missing") for t in trials):
+            return []
+        todo: dict[str, ModuleInfo] = {
+            m.name: m for m in modules.values()
+            if m.extension and m.file and m.name not in loaded
+        }
+        for name, f in failed.items():
+            if name not in todo and f.get("file"):
+                todo[name] = modules.get(name) or ModuleInfo(name, f["file"], "unknown", True)
+        out: list[Trial] = []
+        for name, info in sorted(todo.items()):
+            if name in settled:
+                continue
+            memo = self._remember(info)
+            if memo is not None:
+                out.append(dataclasses.replace(memo, candidate=name, cached=True))
+                continue
+            if name in failed:  # the hook saw it fail; only the classification is missing
+                f = failed[name]
+                trial = Trial("extension", name, "failed", {"type": f["type"], "msg": f["msg"]},
+                              failures=(f,))
+            else:
+                trial = self._trial("extension", name, mode="load", name=name,
+                                    file=info.file).trial
+            if (trial.status == "failed" and interp.can_classify
+                    and SUBINTERP_MESSAGE in (trial.error or {}).get("msg", "")):
+                shared = self._trial("classify", name, mode="load", name=name, file=info.file,
+                                     shared_gil=True).trial
+                trial = dataclasses.replace(trial, shared_gil=shared.status == "ok")
+            trial = dataclasses.replace(trial, file=info.file)
+            with self._lock:
+                self._ext_memo[info.file or name] = trial
+            out.append(trial)
+        return out
+
+    def _remember(self, info: ModuleInfo) -> Trial | None:
+        assert info.file
+        with self._lock:
+            memo = self._ext_memo.get(info.file)
+        if memo is None and self.recall is not None:
+            memo = self.recall(info)
+        return memo
+
+    class _Run:
+        def __init__(self, trial: Trial, raw: dict[str, Any]):
+            self.trial = trial
+            self.raw = raw
+
+    def _trial(self, kind: str, candidate: str, **req: Any) -> Prober._Run:
+        child = self._child().ensure_started()
+        STATS["trials"] += 1
+        started = time.perf_counter()
+        try:
+            raw = child.request(
+                "trial",
+                timeout=self.timeout,
+                workdir=self.workdir,
+                breadcrumb=child.crumbs,
+                discover=_DISCOVER,
+                **req,
+            )
+        except _ChildGone as gone:
+            culprit = child.breadcrumb()
+            child.kill()
+            err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
+            trial = Trial(kind, candidate, gone.status, err, culprit=culprit, signal=gone.signal,
+                          elapsed_s=time.perf_counter() - started)
+            return self._Run(trial, {})
+        error = raw.get("error")
+        status = "ok" if error is None else "failed"
+        trial = Trial(kind, candidate, status, error, failures=tuple(raw.get("failures", ())),
+                      elapsed_s=time.perf_counter() - started)
+        return self._Run(trial, raw)
+
+    def _main(
+        self, module: str, function: str | None, extra: list[str]
+    ) -> tuple[list[Trial], dict[str, Any]]:
+        """Import in the main interpreter of a fresh process: broken everywhere?"""
+        child = _Child(self.python, self.workdir, self.env, self.cwd).ensure_started()
+        started = time.perf_counter()
+        try:
+            raw = child.request("main", timeout=self.timeout, name=module, function=function,
+                                extra=extra, breadcrumb=child.crumbs)
+        except _ChildGone as gone:
+            err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
+            return [Trial("main", module, gone.status, err, culprit=child.breadcrumb(),
+                          signal=gone.signal, elapsed_s=time.perf_counter() - started)], {}
+        finally:
+            child.close()
+        elapsed = time.perf_counter() - started
+        out = [Trial("main", module, "ok" if raw["error"] is None else "failed", raw["error"],
+                     elapsed_s=elapsed)]
+        for name, error in raw.get("extra", {}).items():
+            out.append(Trial("main", name, "ok" if error is None else "failed", error))
+        return out, raw

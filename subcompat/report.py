@@ -1,0 +1,149 @@
+"""Stage 5b, report: render a check run for people (text) and for tools (json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import IO, Any
+
+from subcompat import __version__
+from subcompat.route import Policy, advice, route_for
+from subcompat.verdict import (
+    COMPATIBLE,
+    CRASH,
+    DEGRADED,
+    ERROR,
+    INCOMPATIBLE,
+    TIMEOUT,
+    UNSUPPORTED,
+    Culprit,
+    Verdict,
+)
+
+JSON_SCHEMA = 1
+
+EXIT_OK = 0
+EXIT_INCOMPATIBLE = 1
+EXIT_USAGE = 2
+EXIT_UNSUPPORTED = 3
+
+
+@dataclass(frozen=True)
+class Report:
+    """One check run: the verdicts and how they were obtained."""
+
+    python: str
+    verdicts: tuple[Verdict, ...]
+    policy: Policy = Policy()
+    elapsed_s: float = 0.0
+    probed: int = 0
+
+    def exit_code(self, *, strict: bool = False) -> int:
+        """2 if any target is broken everywhere (fix that first), 1 if any cannot run
+        in a sub-interpreter (degraded too with ``strict``), 3 if this Python has no
+        sub-interpreters, else 0."""
+        kinds = {v.verdict for v in self.verdicts}
+        if ERROR in kinds:
+            return EXIT_USAGE
+        bad = {INCOMPATIBLE, CRASH, TIMEOUT} | ({DEGRADED} if strict else set())
+        if kinds & bad:
+            return EXIT_INCOMPATIBLE
+        if UNSUPPORTED in kinds:
+            return EXIT_UNSUPPORTED
+        return EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": JSON_SCHEMA,
+            "tool": f"subcompat {__version__}",
+            "python": self.python,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "modules": [
+                {
+                    "target": v.target,
+                    "verdict": v.verdict,
+                    "reason": v.reason,
+                    "culprits": [c.to_json() for c in v.culprits],
+                    "degraded": [c.to_json() for c in v.degraded],
+                    "route": route_for(v, self.policy).route,
+                    "advice": advice(v, self.policy),
+                    "notes": list(v.notes),
+                    "elapsed_s": round(v.elapsed_s, 4),
+                    "cached": v.cached,
+                }
+                for v in self.verdicts
+            ],
+        }
+
+
+_COLOURS = {
+    COMPATIBLE: "32",
+    DEGRADED: "33",
+    INCOMPATIBLE: "31",
+    CRASH: "1;31",
+    TIMEOUT: "31",
+    ERROR: "35",
+    UNSUPPORTED: "2",
+}
+
+
+def use_colour(stream: IO[str]) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2)
+
+
+def render_text(report: Report, *, colour: bool = False) -> str:
+    def paint(text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if colour else text
+
+    cached = sum(1 for v in report.verdicts if v.cached)
+    lines = [
+        f"subcompat {__version__} · Python {report.python} · {len(report.verdicts)} target(s)"
+        f" ({cached} from cache) · {report.elapsed_s:.2f}s"
+    ]
+    width = max((len(v.target) for v in report.verdicts), default=10)
+    for v in report.verdicts:
+        label = paint(f"{v.verdict:<12}", _COLOURS.get(v.verdict, "0"))
+        tail = "cached" if v.cached else f"{v.elapsed_s:.2f}s"
+        lines.append(f"{label} {v.target:<{width}}  {tail}")
+        if v.verdict in (ERROR, UNSUPPORTED) or (v.reason and not v.culprits and v.verdict != COMPATIBLE
+                                                  and not v.degraded):
+            lines.append(f"    {v.reason}")
+        for c in v.culprits:
+            lines.extend(_culprit_lines(c, "✘", paint))
+        for c in v.degraded:
+            lines.extend(_culprit_lines(c, "~", paint))
+        for note in v.notes:
+            lines.append(paint(f"    note: {note}", "2"))
+        if v.verdict != COMPATIBLE:
+            lines.append(f"    → {advice(v, report.policy)}")
+    counts: dict[str, int] = {}
+    for v in report.verdicts:
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    lines.append(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no targets")
+    return "\n".join(lines)
+
+
+def _culprit_lines(c: Culprit, mark: str, paint: Any) -> list[str]:
+    dist = f"{c.distribution} {c.version}" if c.distribution else "unknown distribution"
+    out = [f"    {mark} {c.module} ({dist}): {c.reason}"]
+    where = f"  ({c.import_file}:{c.import_line})" if c.import_file and c.import_line else ""
+    if len(c.chain) > 1 or where:
+        out.append(paint(f"      via {' → '.join(c.chain) or c.module}{where}", "2"))
+    return out
+
+
+def write(report: Report, fmt: str, stream: IO[str] = sys.stdout) -> None:
+    if fmt == "json":
+        stream.write(render_json(report) + "\n")
+    else:
+        stream.write(render_text(report, colour=use_colour(stream)) + "\n")

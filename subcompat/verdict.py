@@ -1,0 +1,453 @@
+"""Stage 3, verdict: turn what the probe saw into one answer per target, with culprits.
+
+The bar: a target is ``compatible`` only if its job module and every deferred import
+its source makes loaded in fresh isolated sub-interpreters with no extension failing on
+the way. Everything else names why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from subcompat.discover import Edge, ModuleInfo, ModuleTree
+from subcompat.probe import SUBINTERP_MESSAGE, ProbeResult, Trial, split_target
+
+COMPATIBLE = "compatible"
+DEGRADED = "degraded"
+INCOMPATIBLE = "incompatible"
+CRASH = "crash"
+TIMEOUT = "timeout"
+ERROR = "error"
+UNSUPPORTED = "unsupported"
+UNKNOWN = "unknown"
+
+#: Worst first: a target's verdict is the worst thing found in its tree.
+SEVERITY = {
+    CRASH: 6,
+    TIMEOUT: 5,
+    INCOMPATIBLE: 4,
+    ERROR: 3,
+    UNKNOWN: 3,
+    UNSUPPORTED: 2,
+    DEGRADED: 1,
+    COMPATIBLE: 0,
+}
+
+_SHORT_NAME = re.compile(r"module (?P<name>[\w.]+) does not support loading in subinterpreters")
+# Markers compiled into extension binaries by the usual toolchains.
+_TOOLCHAINS = (
+    (b"pyo3", "PyO3"),
+    (b"__pyx_", "Cython"),
+    (b"CPyStatics", "mypyc"),
+    (b"pybind11", "pybind11"),
+    (b"nanobind", "nanobind"),
+)
+
+
+@dataclass(frozen=True)
+class Culprit:
+    """An extension (or module) that stops or degrades a target in a sub-interpreter."""
+
+    module: str
+    file: str | None
+    distribution: str | None
+    version: str | None
+    reason: str
+    status: str = INCOMPATIBLE  # incompatible | crash | timeout | degraded
+    kind: str | None = None  # single-phase | multi-phase-no-gil | pyo3 | ...
+    toolchain: str | None = None
+    chain: tuple[str, ...] = ()
+    import_file: str | None = None  # the first-party line that pulls it in
+    import_line: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["chain"] = list(self.chain)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Culprit:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["chain"] = tuple(kwargs.get("chain") or ())
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one target, handed to the cache, the router and the reports."""
+
+    target: str
+    verdict: str
+    python: str
+    reason: str = ""
+    culprits: tuple[Culprit, ...] = ()
+    degraded: tuple[Culprit, ...] = ()
+    notes: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # what the verdict depends on: first-party and extension files
+    dist_stamps: tuple[str, ...] = ()
+    extensions: tuple[ExtensionVerdict, ...] = ()
+    elapsed_s: float = 0.0
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == COMPATIBLE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "verdict": self.verdict,
+            "python": self.python,
+            "reason": self.reason,
+            "culprits": [c.to_json() for c in self.culprits],
+            "degraded": [c.to_json() for c in self.degraded],
+            "notes": list(self.notes),
+            "files": list(self.files),
+            "dist_stamps": list(self.dist_stamps),
+            "extensions": [e.to_json() for e in self.extensions],
+            "elapsed_s": round(self.elapsed_s, 4),
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verdict:
+        return cls(
+            target=data["target"],
+            verdict=data["verdict"],
+            python=data.get("python", ""),
+            reason=data.get("reason", ""),
+            culprits=tuple(Culprit.from_json(c) for c in data.get("culprits", ())),
+            degraded=tuple(Culprit.from_json(c) for c in data.get("degraded", ())),
+            notes=tuple(data.get("notes", ())),
+            files=tuple(data.get("files", ())),
+            dist_stamps=tuple(data.get("dist_stamps", ())),
+            extensions=tuple(ExtensionVerdict.from_json(e) for e in data.get("extensions", ())),
+            elapsed_s=float(data.get("elapsed_s", 0.0)),
+            cached=bool(data.get("cached", False)),
+        )
+
+
+@dataclass(frozen=True)
+class ExtensionVerdict:
+    """One extension module file on its own: what the cache keeps across jobs."""
+
+    module: str
+    file: str
+    verdict: str  # compatible | incompatible | crash | timeout
+    distribution: str | None = None
+    version: str | None = None
+    reason: str = ""
+    kind: str | None = None
+    shared_gil: bool | None = None
+    message: str = ""  # the interpreter's own error text
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExtensionVerdict:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def toolchain_of(file: str | None, limit: int = 64 << 20) -> str | None:
+    """Which toolchain built an extension binary, from the markers it leaves."""
+    if not file:
+        return None
+    found: set[str] = set()
+    tail = b""
+    try:
+        with open(file, "rb") as fh:
+            read = 0
+            while read < limit:
+                block = fh.read(1 << 20)
+                if not block:
+                    break
+                read += len(block)
+                hay = tail + block
+                for marker, name in _TOOLCHAINS:
+                    if marker in hay:
+                        found.add(name)
+                tail = block[-16:]
+    except OSError:
+        return None
+    for _, name in _TOOLCHAINS:  # priority order: PyO3 binaries may contain "pybind11" strings, not vice versa
+        if name in found:
+            return name
+    return None
+
+
+def explain(error: dict[str, Any] | None, shared_gil: bool | None, toolchain: str | None) -> tuple[str, str | None]:
+    """(reason, kind) for an extension that failed to load in a sub-interpreter."""
+    msg = (error or {}).get("msg", "")
+    if "PyO3" in msg:
+        return msg, "pyo3"
+    if "Interpreter change detected" in msg:
+        return "Cython module that can only be loaded into one interpreter per process", "cython"
+    if SUBINTERP_MESSAGE in msg:
+        if shared_gil is True:
+            reason = (
+                "multi-phase init without per-interpreter GIL support "
+                "(no Py_mod_multiple_interpreters slot): loads only with a shared GIL"
+            )
+            kind = "multi-phase-no-gil"
+        elif shared_gil is False:
+            reason = "single-phase init (legacy PyInit, no module state): never loads in an isolated interpreter"
+            kind = "single-phase"
+        else:
+            reason = "does not support loading in subinterpreters"
+            kind = None
+        if toolchain:
+            reason += f"; built with {toolchain}"
+        return reason, kind
+    return (f"{error.get('type', 'Error')}: {msg}" if error else "failed to load"), None
+
+
+def decide(result: ProbeResult) -> Verdict:
+    interp = result.interpreter
+    tree = result.tree
+    files = _dependency_files(tree)
+    stamps = tuple(sorted({m.dist_stamp for m in tree.modules if m.dist_stamp}))
+    base = dict(
+        target=result.target,
+        python=interp.python,
+        files=files,
+        dist_stamps=stamps,
+        elapsed_s=result.elapsed_s,
+    )
+    if interp.unsupported:
+        return Verdict(verdict=UNSUPPORTED, reason=interp.unsupported, **base)
+
+    module, function = split_target(result.target)
+    job = _first(result.trials, "job")
+    main = next((t for t in result.trials if t.kind == "main" and t.candidate == module), None)
+    exts = {t.candidate: t for t in result.trials if t.kind == "extension"}
+    notes: list[str] = []
+    culprits: dict[str, Culprit] = {}
+    degraded: dict[str, Culprit] = {}
+    worst = COMPATIBLE
+    reason = ""
+
+    def worse(v: str, why: str) -> None:
+        nonlocal worst, reason
+        if SEVERITY[v] > SEVERITY[worst]:
+            worst, reason = v, why
+
+    def culprit_from(name: str, file: str | None, error: dict[str, Any] | None,
+                     status: str, shared_gil: bool | None = None) -> Culprit:
+        ext = exts.get(name)
+        if shared_gil is None and ext is not None:
+            shared_gil = ext.shared_gil
+        info = _lookup(tree, name, file)
+        tc = toolchain_of(file or (info.file if info else None))
+        if status == CRASH:
+            why, kind = f"crashed the interpreter while loading in a sub-interpreter ({(error or {}).get('msg', '')})", None
+        elif status == TIMEOUT:
+            why, kind = f"did not finish loading in a sub-interpreter ({(error or {}).get('msg', '')})", None
+        else:
+            why, kind = explain(error, shared_gil, tc)
+        chain = tuple(tree.chain(name)) if info else ()
+        edge = _first_party_edge(tree, name)
+        return Culprit(
+            module=name,
+            file=file or (info.file if info else None),
+            distribution=info.distribution if info else None,
+            version=info.version if info else None,
+            reason=why,
+            status=status,
+            kind=kind,
+            toolchain=tc,
+            chain=chain,
+            import_file=edge.file if edge else None,
+            import_line=edge.line if edge else None,
+        )
+
+    def add(c: Culprit) -> None:
+        prev = culprits.get(c.module)
+        if prev is None or SEVERITY[c.status] > SEVERITY[prev.status]:
+            culprits[c.module] = c
+
+    # crashes and hangs, wherever they happened
+    for t in result.trials:
+        if t.status in (CRASH, TIMEOUT):
+            name = (t.culprit or {}).get("name") or t.candidate
+            file = (t.culprit or {}).get("file") or t.file
+            add(culprit_from(name, file, t.error, t.status))
+            worse(t.status, f"{name}: {t.error.get('msg') if t.error else t.status}")
+
+    # the job module itself
+    if job is not None and job.status == "failed":
+        if main is not None and main.status == "failed":
+            msg = f"{main.error['type']}: {main.error['msg']}" if main.error else "import failed"
+            worse(ERROR, f"fails in the main interpreter too, so this is a bug in the module: {msg}")
+        elif main is not None and main.status in (CRASH, TIMEOUT):
+            pass  # counted above
+        else:
+            for f in job.failures:
+                add(culprit_from(f["name"], f.get("file"), f, INCOMPATIBLE))
+            why = _short_error(job.error)
+            if not job.failures:  # failed without an extension failing: use the message
+                name = _map_short_name(tree, job.error)
+                if name:
+                    add(culprit_from(name, None, job.error, INCOMPATIBLE))
+            worse(INCOMPATIBLE, why)
+
+    # deferred imports
+    for t in result.trials:
+        if t.kind != "lazy" or t.status in ("ok",):
+            continue
+        if t.status == "missing":
+            notes.append(f"deferred import {t.candidate} is not installed ({_short_error(t.error)})")
+            continue
+        if t.status != "failed":
+            continue
+        if t.failures:
+            for f in t.failures:
+                add(dataclasses.replace(
+                    culprit_from(f["name"], f.get("file"), f, INCOMPATIBLE),
+                    import_file=t.edge.file if t.edge else None,
+                    import_line=t.edge.line if t.edge else None,
+                ))
+            worse(INCOMPATIBLE, f"deferred import {t.candidate}: {_short_error(t.error)}")
+            continue
+        everywhere = next((m for m in result.trials if m.kind == "main" and m.candidate == t.candidate), None)
+        if everywhere is not None and everywhere.status == "failed":
+            notes.append(f"deferred import {t.candidate} fails in the main interpreter too ({_short_error(everywhere.error)})")
+            continue
+        add(Culprit(t.candidate, None, None, None, _short_error(t.error), INCOMPATIBLE,
+                    import_file=t.edge.file if t.edge else None,
+                    import_line=t.edge.line if t.edge else None))
+        worse(INCOMPATIBLE, f"deferred import {t.candidate}: {_short_error(t.error)}")
+
+    # extensions the hook saw fail while the import still succeeded
+    for t in result.trials:
+        if t.kind not in ("job", "lazy") or t.status != "ok":
+            continue
+        for f in t.failures:
+            name = f["name"]
+            if name in culprits:
+                continue
+            if name in result.loaded:
+                c = culprit_from(name, f.get("file"), f, INCOMPATIBLE)
+                add(dataclasses.replace(c, reason=(
+                    "failed, then loaded on a retry in the same interpreter (CPython gh-104621); "
+                    "not safe: " + c.reason)))
+                worse(INCOMPATIBLE, f"{name} loaded only on retry after failing")
+            elif SUBINTERP_MESSAGE in f["msg"] or _loads_in_main(result, name):
+                c = culprit_from(name, f.get("file"), f, DEGRADED)
+                degraded[name] = dataclasses.replace(c, reason="skipped (package fell back): " + c.reason)
+                worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
+
+    # extensions of the tree loaded on their own
+    for name, t in exts.items():
+        if t.status == "failed" and name not in degraded and worst not in (COMPATIBLE, DEGRADED):
+            add(culprit_from(name, t.file, t.error, INCOMPATIBLE, t.shared_gil))
+
+    ext_verdicts = _extension_verdicts(result, exts, culprits, degraded)
+    if worst == COMPATIBLE:
+        reason = "imports in a fresh isolated sub-interpreter"
+        if any(t.kind == "lazy" and t.status == "ok" for t in result.trials):
+            reason += " (deferred imports included)"
+    return Verdict(
+        verdict=worst,
+        reason=reason,
+        culprits=tuple(sorted(culprits.values(), key=lambda c: c.module)),
+        degraded=tuple(sorted(degraded.values(), key=lambda c: c.module)),
+        notes=tuple(notes),
+        extensions=ext_verdicts,
+        **base,
+    )
+
+
+def _first(trials: tuple[Trial, ...], kind: str) -> Trial | None:
+    return next((t for t in trials if t.kind == kind), None)
+
+
+def _lookup(tree: ModuleTree, name: str, file: str | None) -> ModuleInfo | None:
+    for m in tree.modules:
+        if m.name == name or (file and m.file == file):
+            return m
+    return None
+
+
+def _first_party_edge(tree: ModuleTree, name: str) -> Edge | None:
+    """The import statement in the user's own code that leads to ``name``."""
+    chain = tree.chain(name)
+    first_party = {m.name for m in tree.first_party}
+    for mod in reversed(chain):
+        edge = tree.edges.get(mod)
+        if edge and edge.importer in first_party | {tree.root}:
+            return edge
+    return tree.edges.get(name)
+
+
+def _map_short_name(tree: ModuleTree, error: dict[str, Any] | None) -> str | None:
+    """CPython names a module by its short name; find the dotted extension it means."""
+    for link in (error or {}).get("chain", []) or [error or {}]:
+        m = _SHORT_NAME.search(link.get("msg", ""))
+        if not m:
+            continue
+        short = m.group("name")
+        for info in tree.extensions:
+            if info.name == short or info.name.endswith("." + short):
+                return info.name
+        return short
+    return None
+
+
+def _loads_in_main(result: ProbeResult, name: str) -> bool:
+    return any(m.name == name for m in result.tree.modules if m.extension) and any(
+        t.kind == "main" and t.status == "ok" for t in result.trials
+    )
+
+
+def _short_error(error: dict[str, Any] | None) -> str:
+    if not error:
+        return "failed"
+    return f"{error.get('type', 'Error')}: {error.get('msg', '')}"
+
+
+def _dependency_files(tree: ModuleTree) -> tuple[str, ...]:
+    return tuple(sorted({
+        m.file for m in tree.modules
+        if m.file and (m.origin == "first_party" or m.extension)
+    }))
+
+
+def _extension_verdicts(
+    result: ProbeResult,
+    exts: dict[str, Trial],
+    culprits: dict[str, Culprit],
+    degraded: dict[str, Culprit],
+) -> tuple[ExtensionVerdict, ...]:
+    out: dict[str, ExtensionVerdict] = {}
+    for info in result.tree.extensions:
+        if not info.file:
+            continue
+        c = culprits.get(info.name) or degraded.get(info.name)
+        if c is not None:
+            status = c.status if c.status != DEGRADED else INCOMPATIBLE
+            ext = exts.get(info.name)
+            out[info.name] = ExtensionVerdict(
+                info.name, info.file, status, info.distribution, info.version, c.reason, c.kind,
+                ext.shared_gil if ext else None,
+                ((ext.error or {}).get("msg", "") if ext else "") or c.reason,
+            )
+        elif info.name in result.loaded or (info.name in exts and exts[info.name].status == "ok"):
+            out[info.name] = ExtensionVerdict(info.name, info.file, COMPATIBLE, info.distribution,
+                                              info.version, "loads in an isolated sub-interpreter")
+    return tuple(out[k] for k in sorted(out))
+
+
+__all__ = [
+    "Culprit",
+    "ExtensionVerdict",
+    "Verdict",
+    "decide",
+    "explain",
+    "toolchain_of",
+]
