@@ -129,6 +129,19 @@ def _trial(P):
             name == missing or name.startswith(missing + ".")
         )
 
+    # What the runtime (e.g. chancy's job wrapper) loads or skips in every
+    # sub-interpreter is not the job's doing: import it first, keep it out of the tree.
+    baseline = []
+    preload_error = None
+    for pre in P.get("preload") or ():
+        try:
+            importlib.import_module(pre)
+        except BaseException as exc:
+            preload_error = describe(exc)
+            break
+    baseline[:] = failures
+    failures.clear()
+
     before = set(sys.modules)
     sys.meta_path.insert(0, Tracer)
     error = None
@@ -139,7 +152,10 @@ def _trial(P):
     tool_modules = set()
     try:
         try:
-            if mode == "job":
+            if preload_error is not None:  # the runtime itself cannot load here
+                failures[:] = baseline
+                error = preload_error
+            elif mode == "job":
                 import_one(name, (), P.get("function"))
             elif mode == "load":  # one extension on its own, by file, no parent package code
                 spec = importlib.util.spec_from_file_location(name, P["file"])
@@ -236,6 +252,8 @@ def _trial(P):
         "loads": loads,
         "failures": failures,
         "lazy": lazy_results,
+        "baseline": baseline,
+        "preload_error": preload_error,
         "pending": leftover,
     }
     import json

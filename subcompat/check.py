@@ -17,6 +17,13 @@ from subcompat.route import Policy
 from subcompat.verdict import ERROR, UNSUPPORTED, Verdict, decide
 
 
+#: What each supported runtime imports in every sub-interpreter before a job runs.
+RUNTIMES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "chancy": ("chancy.executors.sub",),
+}
+
+
 def known_interpreter(python: str | None, cache: Cache | None) -> Interpreter | None:
     """The target interpreter without starting it, when that is possible."""
     if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):
@@ -36,10 +43,12 @@ def check(
     timeout: float = 30.0,
     jobs: int | None = None,
     policy: Policy = Policy(),
+    runtime: str = "none",
 ) -> Report:
     started = time.perf_counter()
+    preload = RUNTIMES[runtime]
     interp = known_interpreter(python, cache)
-    env = environment_key(python)
+    env = environment_key(python, preload)
     found: dict[str, Verdict] = {}
     if interp is not None and interp.unsupported:
         verdicts = tuple(Verdict(t, UNSUPPORTED, interp.python, interp.unsupported) for t in targets)
@@ -51,7 +60,7 @@ def check(
                 found[target] = _as_cached(hit)
     misses = [t for t in dict.fromkeys(targets) if t not in found]
     if misses:
-        with Prober(python, timeout=timeout, jobs=jobs) as prober:
+        with Prober(python, timeout=timeout, jobs=jobs, preload=preload) as prober:
             interp = prober.interpreter()
             if cache is not None:
                 if python is not None:

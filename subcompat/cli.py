@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--degraded", choices=("fallback", "subinterpreter"), default="fallback",
                        help="where degraded jobs should run (for the advice and route)")
     check.add_argument("--fallback", choices=("process", "thread"), default="process")
+    check.add_argument("--runtime", choices=("none", "chancy"), default="none",
+                       help="subtract what this runtime loads in every sub-interpreter "
+                            "(chancy: its job wrapper imports chancy and psycopg)")
 
     cache = sub.add_parser("cache", help="inspect or clear the verdict cache")
     cache.add_argument("action", choices=("show", "clear"))
@@ -133,6 +136,7 @@ def _check(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             jobs=args.jobs,
             policy=Policy(fallback=args.fallback, degraded=args.degraded),
+            runtime=args.runtime,
         )
     except ProbeError as exc:
         raise UsageError(str(exc)) from None

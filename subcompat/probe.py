@@ -284,6 +284,8 @@ class Prober:
         recall: Recall | None = None,
         preload: Sequence[str] = (),
     ) -> None:
+        """``preload``: modules the runtime imports in every sub-interpreter before
+        the job (chancy's job wrapper); what they load or skip is not the job's."""
         self.python = python or sys.executable
         self.timeout = timeout
         self.jobs = max(1, jobs or os.cpu_count() or 1)
@@ -361,7 +363,8 @@ class Prober:
             for name, (importer, file, line, how) in raw.get("edges", {}).items():
                 edges.setdefault(name, Edge(importer, file, line, how))
 
-        job = self._trial("job", module, mode="job", name=module, function=function)
+        job = self._trial("job", module, mode="job", name=module, function=function,
+                          preload=self.preload)
         trials.append(job.trial)
         absorb(job.raw)
         trials.extend(self._lazy_trials(job.raw))
@@ -399,7 +402,7 @@ class Prober:
         """Deferred imports left after a failure, each batch in a fresh interpreter."""
         while pending or sources:
             nxt = self._trial("lazy", pending[0][0] if pending else module, mode="lazy",
-                              name=module, pending=pending, sources=sources)
+                              name=module, pending=pending, sources=sources, preload=self.preload)
             sources = []
             absorb(nxt.raw)
             trials.extend(self._lazy_trials(nxt.raw))
