@@ -132,7 +132,8 @@ class Child:
             raise RuntimeError("trial left no result: %s" % (uncaught or "unknown failure"))
         result["modules"] = [self._describe(name, file, ext) for name, file, ext in result["modules"]]
         present = {m["name"] for m in result["modules"]}
-        for f in result["failures"]:  # failed loads never reach sys.modules; keep them in the tree
+        every_failure = result["failures"] + [f for lz in result["lazy"] for f in lz.get("failures", ())]
+        for f in every_failure:  # failed loads never reach sys.modules; keep them in the tree
             if f["name"] not in present and f.get("file"):
                 present.add(f["name"])
                 result["modules"].append(self._describe(f["name"], f["file"], True))

@@ -148,6 +148,7 @@ def _trial(P):
     mode = P["mode"]
     name = P["name"]
     lazy_results = []
+    main_failures = []
     leftover = []  # lazy candidates not tried here because one failed first
     tool_modules = set()
     try:
@@ -167,6 +168,7 @@ def _trial(P):
         except BaseException as exc:  # the candidate's failure is the data we came for
             error = describe(exc)
 
+        main_failures = list(failures)  # lazy imports below carry their own
         if error is None and mode in ("job", "lazy"):
             pre_tool = set(sys.modules)
             spec = importlib.util.spec_from_file_location("_subcompat_discover", P["discover"])
@@ -219,6 +221,7 @@ def _trial(P):
                     import_one(lz_name, fromlist)
                 except BaseException as exc:
                     entry["error"] = describe(exc)
+                    entry["failures"] = failures[n_fail:]
                     entry["missing"] = missing_only(exc, lz_name) and len(failures) == n_fail
                     lazy_results.append(entry)
                     if entry["missing"]:
@@ -250,7 +253,7 @@ def _trial(P):
         "modules": modules,
         "edges": {k: v for k, v in edges.items() if k not in tool_modules},
         "loads": loads,
-        "failures": failures,
+        "failures": main_failures,
         "lazy": lazy_results,
         "baseline": baseline,
         "preload_error": preload_error,

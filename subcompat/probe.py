@@ -422,13 +422,9 @@ class Prober:
             importer, file, line, how = entry["edge"]
             error = entry.get("error")
             status = "ok" if error is None else ("missing" if entry.get("missing") else "failed")
-            out.append(
-                Trial("lazy", entry["module"], status, error, edge=Edge(importer, file, line, how))
-            )
-        if out and raw.get("failures"):
-            last = out[-1]
-            if last.status == "failed":
-                out[-1] = dataclasses.replace(last, failures=tuple(raw["failures"]))
+            out.append(Trial("lazy", entry["module"], status, error,
+                             failures=tuple(entry.get("failures", ())),
+                             edge=Edge(importer, file, line, how)))
         return out
 
     def _extension_trials(

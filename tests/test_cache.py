@@ -1,0 +1,148 @@
+"""The verdict cache: warm runs, precise invalidation, corruption, concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from subcompat import probe
+from subcompat.cache import SCHEMA, Cache, CacheWarning, Stamp
+from subcompat.verdict import COMPATIBLE, DEGRADED, Verdict
+
+needs_sub = pytest.mark.needs_subinterpreters
+
+
+@needs_sub
+def test_warm_check_spawns_no_child_and_imports_no_job_code(probe_app):
+    marker = probe_app.root / "imported.log"
+    probe_app.write({"jobs.a": f"open({str(marker)!r}, 'a').write('i')\nimport sc_multi_ok\n",
+                     "jobs.b": "import sc_single\n"})
+    cold = probe_app.check("jobs.a", "jobs.b")
+    imports_after_cold = marker.read_text()
+    started = dict(probe.STATS)
+    warm = probe_app.check("jobs.a", "jobs.b")
+    assert probe.STATS["children_started"] == started["children_started"]
+    assert probe.STATS["trials"] == started["trials"]
+    assert marker.read_text() == imports_after_cold  # no job code ran anywhere
+    assert all(v.cached for v in warm.values())
+    assert {t: v.verdict for t, v in warm.items()} == {t: v.verdict for t, v in cold.items()}
+
+
+@needs_sub
+def test_touch_keeps_and_edit_invalidates_only_that_job(probe_app):
+    probe_app.write({"jobs.a": "import sc_multi_ok\n", "jobs.b": "import json\n"})
+    probe_app.check("jobs.a", "jobs.b")
+    a_file = probe_app.root / "jobs" / "a.py"
+    os.utime(a_file, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same content
+    warm = probe_app.check("jobs.a", "jobs.b")
+    assert warm["jobs.a"].cached and warm["jobs.b"].cached
+    a_file.write_text("import sc_single\n")
+    after = probe_app.check("jobs.a", "jobs.b")
+    assert not after["jobs.a"].cached and after["jobs.a"].verdict == "incompatible"
+    assert after["jobs.b"].cached
+
+
+@needs_sub
+def test_upgrading_a_distribution_invalidates_exactly_its_dependents(probe_app, rebuild_fixture_site):
+    probe_app.write({"jobs.soft": "import sc_softpkg\n", "jobs.ok": "import sc_multi_ok\n"})
+    first = probe_app.check("jobs.soft", "jobs.ok")
+    assert first["jobs.soft"].degraded[0].version == "1.0"
+    rebuild_fixture_site(versions={"sc-softpkg": "2.0"})
+    second = probe_app.check("jobs.soft", "jobs.ok")
+    assert not second["jobs.soft"].cached
+    assert second["jobs.soft"].degraded[0].version == "2.0"
+    assert second["jobs.ok"].cached
+
+
+@needs_sub
+def test_corrupt_cache_is_moved_aside_and_rebuilt(probe_app):
+    probe_app.write({"jobs.a": "import json\n"})
+    probe_app.check("jobs.a")
+    db = probe_app.cache_dir / Cache.FILENAME
+    for side in ("-wal", "-shm"):
+        if os.path.exists(str(db) + side):
+            os.remove(str(db) + side)
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.warns(CacheWarning, match="moved to"):
+        again = probe_app.check("jobs.a")
+    assert again["jobs.a"].verdict == COMPATIBLE and not again["jobs.a"].cached
+    assert list(probe_app.cache_dir.glob("cache.sqlite3.corrupt-*"))
+    assert probe_app.check("jobs.a")["jobs.a"].cached
+
+
+def test_half_written_cache_file_is_rebuilt(tmp_path):
+    cache = Cache(tmp_path)
+    cache.put_extensions("k", [])
+    cache._run("INSERT INTO meta VALUES ('x', 'y')")
+    cache.close()
+    data = (tmp_path / Cache.FILENAME).read_bytes()
+    (tmp_path / Cache.FILENAME).write_bytes(data[: len(data) // 3])
+    with pytest.warns(CacheWarning):
+        assert Cache(tmp_path).summary()["jobs"] == []
+
+
+def test_cache_from_another_schema_is_rebuilt(tmp_path):
+    db = sqlite3.connect(tmp_path / Cache.FILENAME)
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "CREATE TABLE jobs (interp TEXT, env TEXT, target TEXT, verdict TEXT,"
+                     " stamps TEXT, created REAL);"
+                     "CREATE TABLE extensions (x TEXT); CREATE TABLE interpreters (y TEXT);"
+                     "INSERT INTO meta VALUES ('schema', '0');")
+    db.commit()
+    db.close()
+    with pytest.warns(CacheWarning, match=f"expected {SCHEMA}"):
+        summary = Cache(tmp_path).summary()
+    assert summary["schema"] == SCHEMA and summary["jobs"] == []
+
+
+def test_garbage_row_is_a_miss_not_a_crash(tmp_path):
+    cache = Cache(tmp_path)
+    cache._run("INSERT INTO jobs VALUES ('i', 'e', 't', '{not json', '[]', 0)")
+    assert cache.get_job("i", "e", "t") is None
+
+
+def test_stamp_uses_content_hash_when_mtime_moves(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("x = 1\n")
+    stamp = Stamp.of(str(f))
+    assert stamp is not None and stamp.still_valid() is True
+    os.utime(f, ns=(1, 10**9))
+    refreshed = stamp.still_valid()
+    assert isinstance(refreshed, Stamp) and refreshed.mtime_ns == 10**9
+    f.write_text("x = 2\n")
+    assert stamp.still_valid() is False
+
+
+_WRITER = """
+import sys
+from subcompat.cache import Cache
+from subcompat.verdict import Verdict
+cache = Cache(sys.argv[1])
+for i in range(200):
+    cache.put_job("interp", "env", Verdict(f"{sys.argv[2]}.job{i}", "compatible", "3.13.0"))
+print("done")
+"""
+
+
+def test_two_processes_writing_at_once(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), name],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("first", "second")
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    jobs = Cache(tmp_path).summary()["jobs"]
+    assert len(jobs) == 400
+    assert {j["target"].split(".")[0] for j in jobs} == {"first", "second"}
+
+
+def test_verdict_json_round_trip():
+    v = Verdict("a.b", DEGRADED, "3.13.0", reason="r", notes=("n",), files=("/x",))
+    assert Verdict.from_json(json.loads(json.dumps(v.to_json()))) == v

@@ -1,0 +1,128 @@
+"""The CLI contract: exit codes, JSON schema, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "subcompat", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("subcompat: error: "), proc.stderr
+
+
+@pytest.fixture
+def cli_app(probe_app):
+    probe_app.write({
+        "jobs.good": "import json\n",
+        "jobs.soft": "import sc_softpkg\n",
+        "jobs.bad": "import sc_single\n",
+        "jobs.broken": "def f(:\n",
+    })
+    env = {"PYTHONPATH": os.environ["PYTHONPATH"], "SUBCOMPAT_CACHE_DIR": str(probe_app.cache_dir)}
+    return lambda *args: run_cli(*args, cwd=probe_app.root, env=env)
+
+
+@pytest.mark.needs_subinterpreters
+class TestExitCodes:
+    def test_compatible_is_0(self, cli_app):
+        assert cli_app("check", "jobs.good").returncode == 0
+
+    def test_degraded_is_0_unless_strict(self, cli_app):
+        assert cli_app("check", "jobs.soft").returncode == 0
+        assert cli_app("check", "jobs.soft", "--strict").returncode == 1
+
+    def test_incompatible_is_1(self, cli_app):
+        proc = cli_app("check", "jobs.good", "jobs.bad")
+        assert proc.returncode == 1
+        assert "sc_single" in proc.stdout
+
+    def test_error_verdict_is_2_with_its_reason(self, cli_app):
+        proc = cli_app("check", "jobs.broken")
+        assert proc.returncode == 2
+        assert "SyntaxError" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+
+    def test_unknown_module_is_2(self, cli_app):
+        proc = cli_app("check", "nowhere_to_be_found")
+        assert proc.returncode == 2
+        assert "No module named 'nowhere_to_be_found'" in proc.stdout
+
+    def test_unsupported_python_is_3(self, cli_app):
+        if not os.path.exists(PY311):
+            pytest.skip("no Python 3.11 to probe")
+        proc = cli_app("check", "json", "--python", PY311)
+        assert proc.returncode == 3, proc.stderr
+        assert "unsupported" in proc.stdout
+
+
+@pytest.mark.needs_subinterpreters
+def test_json_schema(cli_app):
+    proc = cli_app("check", "jobs.good", "jobs.soft", "jobs.bad", "--format", "json", "--no-cache")
+    assert proc.returncode == 1
+    data = json.loads(proc.stdout)
+    assert data["schema"] == 1
+    assert data["python"].startswith("3.")
+    by_target = {m["target"]: m for m in data["modules"]}
+    assert [m["target"] for m in data["modules"]] == ["jobs.good", "jobs.soft", "jobs.bad"]
+    for m in data["modules"]:
+        assert {"target", "verdict", "culprits", "degraded", "route", "elapsed_s"} <= set(m)
+        assert m["route"] in ("subinterpreter", "fallback")
+        for c in m["culprits"] + m["degraded"]:
+            assert {"module", "file", "distribution", "version", "reason"} <= set(c)
+    assert by_target["jobs.good"]["route"] == "subinterpreter"
+    assert by_target["jobs.soft"]["verdict"] == "degraded"
+    assert by_target["jobs.soft"]["route"] == "fallback"
+    assert by_target["jobs.bad"]["culprits"][0]["module"] == "sc_single"
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for args in (("check",), ("check", "not-a-module"), ("check", "x", "--timeout", "-1"),
+                 ("check", "x", "--format", "yaml"), ("frobnicate",)):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert_one_line_error(proc)
+
+
+def test_bad_interpreter_path_is_one_line(tmp_path):
+    proc = run_cli("check", "json", "--python", str(tmp_path / "nope" / "python"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc)
+
+
+def test_unsupported_on_this_python(tmp_path):
+    """On Python < 3.13 the toolkit installs and reports 'unsupported' cleanly."""
+    if sys.version_info >= (3, 13):
+        pytest.skip("this interpreter has sub-interpreters; covered by TestExitCodes")
+    proc = run_cli("check", "json", "--format", "json", cwd=tmp_path,
+                   env={"SUBCOMPAT_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 3
+    data = json.loads(proc.stdout)
+    assert data["modules"][0]["verdict"] == "unsupported"
+    assert data["modules"][0]["route"] == "fallback"
+
+
+def test_cache_show_and_clear(tmp_path):
+    env = {"SUBCOMPAT_CACHE_DIR": str(tmp_path / "c")}
+    show = run_cli("cache", "show", "--format", "json", cwd=tmp_path, env=env)
+    assert show.returncode == 0 and json.loads(show.stdout)["jobs"] == []
+    clear = run_cli("cache", "clear", cwd=tmp_path, env=env)
+    assert clear.returncode == 0 and "cleared 0" in clear.stdout
+
+
+def test_module_entry_point_and_version(tmp_path):
+    proc = run_cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("subcompat ")
