@@ -1,0 +1,107 @@
+"""Verdict rules on probe results built by hand (no interpreter needed)."""
+
+from __future__ import annotations
+
+from subcompat.discover import Edge, ModuleInfo, ModuleTree
+from subcompat.probe import Interpreter, ProbeResult, Trial
+from subcompat.route import Policy, route_for
+from subcompat.verdict import explain, decide, toolchain_of
+
+INTERP = Interpreter("3.13.0", "cpython", "cpython-313", "", "3.13.0 build", "/py", "_interpreters",
+                     None, True)
+SUBMSG = "module {} does not support loading in subinterpreters"
+
+
+def result(trials, modules=(), edges=None, loaded=()):
+    tree = ModuleTree("app.job", tuple(modules), edges or {})
+    return ProbeResult("app.job", INTERP, tree, tuple(trials), 0.1, frozenset(loaded))
+
+
+def fail(name, file="/s/x.so"):
+    return {"name": name, "file": file, "phase": "create", "type": "ImportError", "msg": SUBMSG.format(name)}
+
+
+EXT = ModuleInfo("lib._core", "/s/lib/_core.so", "third_party", True, "lib", "1.2", None)
+JOB = ModuleInfo("app.job", "/a/app/job.py", "first_party")
+EDGES = {"lib": Edge("app.job", "/a/app/job.py", 3), "lib._core": Edge("lib", "/s/lib/__init__.py", 1)}
+
+
+def test_clean_job_is_compatible_and_routes_to_subinterpreter():
+    v = decide(result([Trial("job", "app.job", "ok")], [JOB]))
+    assert v.verdict == "compatible"
+    assert route_for(v).route == "subinterpreter"
+    assert v.files == ("/a/app/job.py",)
+
+
+def test_wrapped_failure_with_short_name_maps_to_dotted_module():
+    error = {"type": "ImportError", "msg": "lib failed to import its C core",
+             "chain": [{"type": "ImportError", "msg": "lib failed to import its C core"},
+                       {"type": "ImportError", "msg": SUBMSG.format("_core")}]}
+    v = decide(result([Trial("job", "app.job", "failed", error), Trial("main", "app.job", "ok")],
+                      [JOB, EXT], EDGES))
+    assert v.verdict == "incompatible"
+    (c,) = v.culprits
+    assert (c.module, c.distribution, c.version) == ("lib._core", "lib", "1.2")
+    assert c.chain == ("app.job", "lib", "lib._core")
+    assert (c.import_file, c.import_line) == ("/a/app/job.py", 3)
+
+
+def test_swallowed_failure_is_degraded_and_routes_to_fallback_by_default():
+    trials = [Trial("job", "app.job", "ok", failures=(fail("lib._core", EXT.file),)),
+              Trial("main", "app.job", "ok")]
+    v = decide(result(trials, [JOB, EXT], EDGES))
+    assert v.verdict == "degraded"
+    assert [d.module for d in v.degraded] == ["lib._core"]
+    assert route_for(v).route == "fallback"
+    assert route_for(v, Policy(degraded="subinterpreter")).route == "subinterpreter"
+
+
+def test_failure_then_success_in_same_interpreter_is_incompatible():
+    trials = [Trial("job", "app.job", "ok", failures=(fail("lib._core", EXT.file),)),
+              Trial("main", "app.job", "ok")]
+    v = decide(result(trials, [JOB, EXT], EDGES, loaded={"lib._core"}))
+    assert v.verdict == "incompatible"
+    assert "gh-104621" in v.culprits[0].reason
+
+
+def test_failure_everywhere_is_error():
+    err = {"type": "ModuleNotFoundError", "msg": "No module named 'app'"}
+    v = decide(result([Trial("job", "app.job", "failed", err), Trial("main", "app.job", "failed", err)]))
+    assert v.verdict == "error"
+    assert "No module named 'app'" in v.reason
+
+
+def test_crash_names_the_breadcrumb_extension_and_signal():
+    crash = Trial("job", "app.job", "crash", {"type": "crash", "msg": "killed by signal 11 (SIGSEGV)"},
+                  culprit={"name": "lib._core", "file": EXT.file}, signal=11)
+    v = decide(result([crash, Trial("main", "app.job", "ok")], [JOB, EXT], EDGES))
+    assert v.verdict == "crash"
+    assert v.culprits[0].module == "lib._core" and "SIGSEGV" in v.culprits[0].reason
+
+
+def test_missing_lazy_dependency_is_only_a_note():
+    lazy = Trial("lazy", "optional_dep", "missing", {"type": "ModuleNotFoundError", "msg": "no"},
+                 edge=Edge("app.job", "/a/app/job.py", 9, "function"))
+    v = decide(result([Trial("job", "app.job", "ok"), lazy], [JOB]))
+    assert v.verdict == "compatible" and "optional_dep" in v.notes[0]
+
+
+def test_unsupported_interpreter():
+    old = Interpreter("3.11.7", "cpython", "cpython-311", "", "b", "/py", None, "too old", False)
+    v = decide(ProbeResult("app.job", old, ModuleTree("app.job")))
+    assert v.verdict == "unsupported" and v.reason == "too old"
+
+
+def test_explain_classifications():
+    assert explain({"msg": SUBMSG.format("x")}, True, None)[1] == "multi-phase-no-gil"
+    assert explain({"msg": SUBMSG.format("x")}, False, "Cython")[0].endswith("built with Cython")
+    assert explain({"msg": "PyO3 modules do not yet support subinterpreters"}, None, None)[1] == "pyo3"
+
+
+def test_toolchain_markers(tmp_path):
+    f = tmp_path / "x.so"
+    f.write_bytes(b"\0" * (1 << 20) + b"__pyx_module_is_main" + b"\0" * 10)
+    assert toolchain_of(str(f)) == "Cython"
+    f.write_bytes(b"nothing here")
+    assert toolchain_of(str(f)) is None
+    assert toolchain_of(str(tmp_path / "absent.so")) is None
