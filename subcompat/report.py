@@ -134,8 +134,8 @@ def render_text(report: Report, *, colour: bool = False) -> str:
 
 
 def _culprit_lines(c: Culprit, mark: str, paint: Any) -> list[str]:
-    dist = f"{c.distribution} {c.version}" if c.distribution else "unknown distribution"
-    out = [f"    {mark} {c.module} ({dist}): {c.reason}"]
+    dist = f" ({c.distribution} {c.version})" if c.distribution else ""
+    out = [f"    {mark} {c.module}{dist}: {c.reason}"]
     where = f"  ({c.import_file}:{c.import_line})" if c.import_file and c.import_line else ""
     if len(c.chain) > 1 or where:
         out.append(paint(f"      via {' → '.join(c.chain) or c.module}{where}", "2"))
