@@ -244,7 +244,9 @@ def main():
             continue
         reply = {"v": PROTOCOL, "id": req.get("id")}
         if req.get("v") != PROTOCOL:
-            reply.update(ok=False, error="protocol %r not supported (child speaks %d)" % (req.get("v"), PROTOCOL))
+            reply.update(
+                ok=False, error="protocol %r not supported (child speaks %d)" % (req.get("v"), PROTOCOL)
+            )
         else:
             handler = getattr(child, "op_" + str(req.get("op")), None)
             try:

@@ -125,9 +125,7 @@ def _trial(P):
     def missing_only(exc, name):
         """A ModuleNotFoundError for the candidate itself: nothing half-loaded here."""
         missing = getattr(exc, "name", None) or ""
-        return isinstance(exc, ModuleNotFoundError) and (
-            name == missing or name.startswith(missing + ".")
-        )
+        return isinstance(exc, ModuleNotFoundError) and (name == missing or name.startswith(missing + "."))
 
     # What the runtime (e.g. chancy's job wrapper) loads or skips in every
     # sub-interpreter is not the job's doing: import it first, keep it out of the tree.
@@ -202,8 +200,14 @@ def _trial(P):
                         if key not in seen_lazy:
                             seen_lazy.add(key)
                             queue.append(
-                                (lz.module, list(lz.fromlist), lz.edge.importer, lz.edge.file,
-                                 lz.edge.line, lz.edge.how)
+                                (
+                                    lz.module,
+                                    list(lz.fromlist),
+                                    lz.edge.importer,
+                                    lz.edge.file,
+                                    lz.edge.line,
+                                    lz.edge.how,
+                                )
                             )
 
             scan(P.get("sources") or ())
@@ -213,8 +217,7 @@ def _trial(P):
                 if mod is not None and all(hasattr(mod, a) for a in fromlist):
                     continue
                 edges.setdefault(lz_name, [importer, file, line, how])
-                entry = {"module": lz_name, "fromlist": list(fromlist),
-                         "edge": [importer, file, line, how]}
+                entry = {"module": lz_name, "fromlist": list(fromlist), "edge": [importer, file, line, how]}
                 n_fail = len(failures)
                 crumb("*" + lz_name)
                 try:

@@ -166,8 +166,7 @@ class Cache:
                     stacklevel=4,
                 )
                 db.executescript(
-                    "DROP TABLE jobs; DROP TABLE extensions; DROP TABLE interpreters;"
-                    "DELETE FROM meta;"
+                    "DROP TABLE jobs; DROP TABLE extensions; DROP TABLE interpreters;DELETE FROM meta;"
                 )
                 db.executescript(_SCHEMA_SQL)
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
@@ -260,8 +259,14 @@ class Cache:
                 continue
             self._run(
                 "INSERT OR REPLACE INTO extensions VALUES (?, ?, ?, ?, ?, ?)",
-                (interp, ev.file, json.dumps(stamp.to_json()), ev.version,
-                 json.dumps(ev.to_json()), time.time()),
+                (
+                    interp,
+                    ev.file,
+                    json.dumps(stamp.to_json()),
+                    ev.version,
+                    json.dumps(ev.to_json()),
+                    time.time(),
+                ),
             )
 
     def get_extension(self, interp: str, info: ModuleInfo) -> ExtensionVerdict | None:
@@ -292,11 +297,15 @@ class Cache:
             ev = self.get_extension(interp, info)
             if ev is None:
                 return None
-            status = "ok" if ev.verdict == "compatible" else (
-                ev.verdict if ev.verdict in ("crash", "timeout") else "failed")
+            status = (
+                "ok"
+                if ev.verdict == "compatible"
+                else (ev.verdict if ev.verdict in ("crash", "timeout") else "failed")
+            )
             error = None if status == "ok" else {"type": "ImportError", "msg": ev.message or ev.reason}
-            return Trial("extension", ev.module, status, error, file=ev.file, cached=True,
-                         shared_gil=ev.shared_gil)
+            return Trial(
+                "extension", ev.module, status, error, file=ev.file, cached=True, shared_gil=ev.shared_gil
+            )
 
         return recall
 
@@ -326,12 +335,12 @@ class Cache:
             "schema": SCHEMA,
             "size_bytes": size,
             "jobs": [
-                {"target": t, "verdict": json.loads(v).get("verdict"),
-                 "python": json.loads(v).get("python")} for t, v in jobs
+                {"target": t, "verdict": json.loads(v).get("verdict"), "python": json.loads(v).get("python")}
+                for t, v in jobs
             ],
             "extensions": [
-                {"file": f, "module": json.loads(v).get("module"),
-                 "verdict": json.loads(v).get("verdict")} for f, v in exts
+                {"file": f, "module": json.loads(v).get("module"), "verdict": json.loads(v).get("verdict")}
+                for f, v in exts
             ],
         }
 
@@ -345,7 +354,11 @@ class Cache:
 
 def _interp_stamp(python: str) -> str:
     parts = []
-    for p in (python, os.path.realpath(python), os.path.join(os.path.dirname(os.path.dirname(python)), "pyvenv.cfg")):
+    for p in (
+        python,
+        os.path.realpath(python),
+        os.path.join(os.path.dirname(os.path.dirname(python)), "pyvenv.cfg"),
+    ):
         try:
             st = os.stat(p)
             parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from subcompat.cache import Cache, environment_key
 from subcompat.probe import Interpreter, Prober
 from subcompat.report import Report
-from subcompat.route import Policy
+from subcompat.route import DEFAULT_POLICY, Policy
 from subcompat.verdict import ERROR, UNSUPPORTED, Verdict, decide
-
 
 #: What each supported runtime imports in every sub-interpreter before a job runs.
 RUNTIMES: dict[str, tuple[str, ...]] = {
@@ -42,7 +41,7 @@ def check(
     cache: Cache | None = None,
     timeout: float = 30.0,
     jobs: int | None = None,
-    policy: Policy = Policy(),
+    policy: Policy = DEFAULT_POLICY,
     runtime: str = "none",
 ) -> Report:
     started = time.perf_counter()

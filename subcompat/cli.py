@@ -41,23 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     check = sub.add_parser("check", help="probe job modules in fresh sub-interpreters")
-    check.add_argument("targets", nargs="*", metavar="TARGET",
-                       help="dotted module or module:function")
+    check.add_argument("targets", nargs="*", metavar="TARGET", help="dotted module or module:function")
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--python", metavar="PATH", help="interpreter or venv python to probe")
-    check.add_argument("--cache-dir", metavar="DIR", help="default: $SUBCOMPAT_CACHE_DIR or the user cache dir")
+    check.add_argument(
+        "--cache-dir", metavar="DIR", help="default: $SUBCOMPAT_CACHE_DIR or the user cache dir"
+    )
     check.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    check.add_argument("--timeout", type=_positive, default=30.0, metavar="S",
-                       help="seconds per candidate before it counts as a hang (default 30)")
-    check.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                       help="probe children in parallel (default: CPU count)")
+    check.add_argument(
+        "--timeout",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="seconds per candidate before it counts as a hang (default 30)",
+    )
+    check.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="probe children in parallel (default: CPU count)",
+    )
     check.add_argument("--strict", action="store_true", help="exit 1 on degraded targets too")
-    check.add_argument("--degraded", choices=("fallback", "subinterpreter"), default="fallback",
-                       help="where degraded jobs should run (for the advice and route)")
+    check.add_argument(
+        "--degraded",
+        choices=("fallback", "subinterpreter"),
+        default="fallback",
+        help="where degraded jobs should run (for the advice and route)",
+    )
     check.add_argument("--fallback", choices=("process", "thread"), default="process")
-    check.add_argument("--runtime", choices=("none", "chancy"), default="none",
-                       help="subtract what this runtime loads in every sub-interpreter "
-                            "(chancy: its job wrapper imports chancy and psycopg)")
+    check.add_argument(
+        "--runtime",
+        choices=("none", "chancy"),
+        default="none",
+        help="subtract what this runtime loads in every sub-interpreter "
+        "(chancy: its job wrapper imports chancy and psycopg)",
+    )
 
     cache = sub.add_parser("cache", help="inspect or clear the verdict cache")
     cache.add_argument("action", choices=("show", "clear"))

@@ -134,9 +134,7 @@ class Locator:
 
     def __init__(self) -> None:
         paths = sysconfig.get_paths()
-        self.stdlib = tuple(
-            {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib") if k in paths}
-        )
+        self.stdlib = tuple({os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib") if k in paths})
         third = {os.path.realpath(paths[k]) for k in ("purelib", "platlib") if k in paths}
         try:
             third.update(os.path.realpath(p) for p in site.getsitepackages())

@@ -77,9 +77,7 @@ class Interpreter:
     @property
     def key(self) -> str:
         """Identity for cache keys: a rebuilt or upgraded interpreter is another key."""
-        raw = "|".join(
-            [self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build]
-        )
+        raw = "|".join([self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build])
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     def to_json(self) -> dict[str, Any]:
@@ -213,9 +211,7 @@ class _Child:
         code = self.proc.wait()
         self.proc = None
         sig = -code if code < 0 else None
-        detail = (
-            f"killed by signal {sig} ({signal.Signals(sig).name})" if sig else f"exited with {code}"
-        )
+        detail = f"killed by signal {sig} ({signal.Signals(sig).name})" if sig else f"exited with {code}"
         raise _ChildGone("crash", sig, detail)
 
     def breadcrumb(self) -> dict[str, Any] | None:
@@ -363,8 +359,7 @@ class Prober:
             for name, (importer, file, line, how) in raw.get("edges", {}).items():
                 edges.setdefault(name, Edge(importer, file, line, how))
 
-        job = self._trial("job", module, mode="job", name=module, function=function,
-                          preload=self.preload)
+        job = self._trial("job", module, mode="job", name=module, function=function, preload=self.preload)
         trials.append(job.trial)
         absorb(job.raw)
         trials.extend(self._lazy_trials(job.raw))
@@ -372,8 +367,9 @@ class Prober:
         if any(t.status not in ("ok", "missing") or t.failures for t in trials):
             # Something failed: is it broken in the main interpreter too, and which
             # extensions of the tree did the sub-interpreter never reach?
-            lazy_failed = [t.candidate for t in trials
-                           if t.kind == "lazy" and t.status == "failed" and not t.failures]
+            lazy_failed = [
+                t.candidate for t in trials if t.kind == "lazy" and t.status == "failed" and not t.failures
+            ]
             main, main_raw = self._main(module, function, lazy_failed)
             trials.extend(main)
             absorb(main_raw, in_sub=False)
@@ -401,8 +397,15 @@ class Prober:
     ) -> None:
         """Deferred imports left after a failure, each batch in a fresh interpreter."""
         while pending or sources:
-            nxt = self._trial("lazy", pending[0][0] if pending else module, mode="lazy",
-                              name=module, pending=pending, sources=sources, preload=self.preload)
+            nxt = self._trial(
+                "lazy",
+                pending[0][0] if pending else module,
+                mode="lazy",
+                name=module,
+                pending=pending,
+                sources=sources,
+                preload=self.preload,
+            )
             sources = []
             absorb(nxt.raw)
             trials.extend(self._lazy_trials(nxt.raw))
@@ -412,7 +415,7 @@ class Prober:
                 cand = culprit.get("candidate")
                 at = names.index(cand) if cand in names else 0
                 trials.append(dataclasses.replace(nxt.trial, candidate=cand or nxt.trial.candidate))
-                pending = pending[at + 1:]
+                pending = pending[at + 1 :]
             else:
                 pending = nxt.raw.get("pending", [])
 
@@ -422,9 +425,16 @@ class Prober:
             importer, file, line, how = entry["edge"]
             error = entry.get("error")
             status = "ok" if error is None else ("missing" if entry.get("missing") else "failed")
-            out.append(Trial("lazy", entry["module"], status, error,
-                             failures=tuple(entry.get("failures", ())),
-                             edge=Edge(importer, file, line, how)))
+            out.append(
+                Trial(
+                    "lazy",
+                    entry["module"],
+                    status,
+                    error,
+                    failures=tuple(entry.get("failures", ())),
+                    edge=Edge(importer, file, line, how),
+                )
+            )
         return out
 
     def _extension_trials(
@@ -448,8 +458,7 @@ class Prober:
         if not failed and not settled and all(t.status in ("ok", "missing") for t in trials):
             return []
         todo: dict[str, ModuleInfo] = {
-            m.name: m for m in modules.values()
-            if m.extension and m.file and m.name not in loaded
+            m.name: m for m in modules.values() if m.extension and m.file and m.name not in loaded
         }
         for name, f in failed.items():
             if name not in todo and f.get("file"):
@@ -464,15 +473,19 @@ class Prober:
                 continue
             if name in failed:  # the hook saw it fail; only the classification is missing
                 f = failed[name]
-                trial = Trial("extension", name, "failed", {"type": f["type"], "msg": f["msg"]},
-                              failures=(f,))
+                trial = Trial(
+                    "extension", name, "failed", {"type": f["type"], "msg": f["msg"]}, failures=(f,)
+                )
             else:
-                trial = self._trial("extension", name, mode="load", name=name,
-                                    file=info.file).trial
-            if (trial.status == "failed" and interp.can_classify
-                    and SUBINTERP_MESSAGE in (trial.error or {}).get("msg", "")):
-                shared = self._trial("classify", name, mode="load", name=name, file=info.file,
-                                     shared_gil=True).trial
+                trial = self._trial("extension", name, mode="load", name=name, file=info.file).trial
+            if (
+                trial.status == "failed"
+                and interp.can_classify
+                and SUBINTERP_MESSAGE in (trial.error or {}).get("msg", "")
+            ):
+                shared = self._trial(
+                    "classify", name, mode="load", name=name, file=info.file, shared_gil=True
+                ).trial
                 trial = dataclasses.replace(trial, shared_gil=shared.status == "ok")
             trial = dataclasses.replace(trial, file=info.file)
             with self._lock:
@@ -510,13 +523,26 @@ class Prober:
             culprit = child.breadcrumb()
             child.kill()
             err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
-            trial = Trial(kind, candidate, gone.status, err, culprit=culprit, signal=gone.signal,
-                          elapsed_s=time.perf_counter() - started)
+            trial = Trial(
+                kind,
+                candidate,
+                gone.status,
+                err,
+                culprit=culprit,
+                signal=gone.signal,
+                elapsed_s=time.perf_counter() - started,
+            )
             return self._Run(trial, {})
         error = raw.get("error")
         status = "ok" if error is None else "failed"
-        trial = Trial(kind, candidate, status, error, failures=tuple(raw.get("failures", ())),
-                      elapsed_s=time.perf_counter() - started)
+        trial = Trial(
+            kind,
+            candidate,
+            status,
+            error,
+            failures=tuple(raw.get("failures", ())),
+            elapsed_s=time.perf_counter() - started,
+        )
         return self._Run(trial, raw)
 
     def _main(
@@ -526,17 +552,33 @@ class Prober:
         child = _Child(self.python, self.workdir, self.env, self.cwd).ensure_started()
         started = time.perf_counter()
         try:
-            raw = child.request("main", timeout=self.timeout, name=module, function=function,
-                                extra=extra, breadcrumb=child.crumbs)
+            raw = child.request(
+                "main",
+                timeout=self.timeout,
+                name=module,
+                function=function,
+                extra=extra,
+                breadcrumb=child.crumbs,
+            )
         except _ChildGone as gone:
             err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
-            return [Trial("main", module, gone.status, err, culprit=child.breadcrumb(),
-                          signal=gone.signal, elapsed_s=time.perf_counter() - started)], {}
+            return [
+                Trial(
+                    "main",
+                    module,
+                    gone.status,
+                    err,
+                    culprit=child.breadcrumb(),
+                    signal=gone.signal,
+                    elapsed_s=time.perf_counter() - started,
+                )
+            ], {}
         finally:
             child.close()
         elapsed = time.perf_counter() - started
-        out = [Trial("main", module, "ok" if raw["error"] is None else "failed", raw["error"],
-                     elapsed_s=elapsed)]
+        out = [
+            Trial("main", module, "ok" if raw["error"] is None else "failed", raw["error"], elapsed_s=elapsed)
+        ]
         for name, error in raw.get("extra", {}).items():
             out.append(Trial("main", name, "ok" if error is None else "failed", error))
         return out, raw

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from subcompat import __version__
-from subcompat.route import Policy, advice, route_for
+from subcompat.route import DEFAULT_POLICY, Policy, advice, route_for
 from subcompat.verdict import (
     COMPATIBLE,
     CRASH,
@@ -36,7 +36,7 @@ class Report:
 
     python: str
     verdicts: tuple[Verdict, ...]
-    policy: Policy = Policy()
+    policy: Policy = DEFAULT_POLICY
     elapsed_s: float = 0.0
     probed: int = 0
 
@@ -115,8 +115,9 @@ def render_text(report: Report, *, colour: bool = False) -> str:
         label = paint(f"{v.verdict:<12}", _COLOURS.get(v.verdict, "0"))
         tail = "cached" if v.cached else f"{v.elapsed_s:.2f}s"
         lines.append(f"{label} {v.target:<{width}}  {tail}")
-        if v.verdict in (ERROR, UNSUPPORTED) or (v.reason and not v.culprits and v.verdict != COMPATIBLE
-                                                  and not v.degraded):
+        if v.verdict in (ERROR, UNSUPPORTED) or (
+            v.reason and not v.culprits and v.verdict != COMPATIBLE and not v.degraded
+        ):
             lines.append(f"    {v.reason}")
         for c in v.culprits:
             lines.extend(_culprit_lines(c, "✘", paint))

@@ -25,6 +25,9 @@ class Policy:
             raise ValueError(f"degraded must be 'fallback' or 'subinterpreter', not {self.degraded!r}")
 
 
+DEFAULT_POLICY = Policy()
+
+
 @dataclass(frozen=True)
 class Route:
     route: str  # subinterpreter | fallback
@@ -32,7 +35,7 @@ class Route:
     why: str
 
 
-def route_for(verdict: Verdict | None, policy: Policy = Policy()) -> Route:
+def route_for(verdict: Verdict | None, policy: Policy = DEFAULT_POLICY) -> Route:
     if verdict is None:
         return Route(FALLBACK, policy.fallback, "unknown: no verdict yet")
     v = verdict.verdict
@@ -45,7 +48,7 @@ def route_for(verdict: Verdict | None, policy: Policy = Policy()) -> Route:
     return Route(FALLBACK, policy.fallback, v)
 
 
-def advice(verdict: Verdict, policy: Policy = Policy()) -> str:
+def advice(verdict: Verdict, policy: Policy = DEFAULT_POLICY) -> str:
     """One sentence a person can act on."""
     r = route_for(verdict, policy)
     v = verdict.verdict
@@ -56,8 +59,10 @@ def advice(verdict: Verdict, policy: Policy = Policy()) -> str:
     if v == DEGRADED:
         if r.route == SUBINTERPRETER:
             return "runs in a sub-interpreter on the slower pure-Python path (policy allows it)"
-        return (f"runs in a sub-interpreter only on a slower pure-Python fallback; "
-                f"route to the {r.executor} executor (or set degraded policy to 'subinterpreter')")
+        return (
+            f"runs in a sub-interpreter only on a slower pure-Python fallback; "
+            f"route to the {r.executor} executor (or set degraded policy to 'subinterpreter')"
+        )
     if v == "unsupported":
         return f"this Python has no isolated sub-interpreters; use the {r.executor} executor"
     return f"use the {r.executor} executor (subcompat.chancy.AutoFallbackExecutor routes it there)"

@@ -175,13 +175,18 @@ def toolchain_of(file: str | None, limit: int = 64 << 20) -> str | None:
                 tail = block[-16:]
     except OSError:
         return None
-    for _, name in _TOOLCHAINS:  # priority order: PyO3 binaries may contain "pybind11" strings, not vice versa
+    for (
+        _,
+        name,
+    ) in _TOOLCHAINS:  # priority order: PyO3 binaries may contain "pybind11" strings, not vice versa
         if name in found:
             return name
     return None
 
 
-def explain(error: dict[str, Any] | None, shared_gil: bool | None, toolchain: str | None) -> tuple[str, str | None]:
+def explain(
+    error: dict[str, Any] | None, shared_gil: bool | None, toolchain: str | None
+) -> tuple[str, str | None]:
     """(reason, kind) for an extension that failed to load in a sub-interpreter."""
     msg = (error or {}).get("msg", "")
     if "PyO3" in msg:
@@ -196,7 +201,9 @@ def explain(error: dict[str, Any] | None, shared_gil: bool | None, toolchain: st
             )
             kind = "multi-phase-no-gil"
         elif shared_gil is False:
-            reason = "single-phase init (legacy PyInit, no module state): never loads in an isolated interpreter"
+            reason = (
+                "single-phase init (legacy PyInit, no module state): never loads in an isolated interpreter"
+            )
             kind = "single-phase"
         else:
             reason = "does not support loading in subinterpreters"
@@ -237,15 +244,19 @@ def decide(result: ProbeResult) -> Verdict:
         if SEVERITY[v] > SEVERITY[worst]:
             worst, reason = v, why
 
-    def culprit_from(name: str, file: str | None, error: dict[str, Any] | None,
-                     status: str, shared_gil: bool | None = None) -> Culprit:
+    def culprit_from(
+        name: str, file: str | None, error: dict[str, Any] | None, status: str, shared_gil: bool | None = None
+    ) -> Culprit:
         ext = exts.get(name)
         if shared_gil is None and ext is not None:
             shared_gil = ext.shared_gil
         info = _lookup(tree, name, file)
         tc = toolchain_of(file or (info.file if info else None))
         if status == CRASH:
-            why, kind = f"crashed the interpreter while loading in a sub-interpreter ({(error or {}).get('msg', '')})", None
+            why, kind = (
+                f"crashed the interpreter while loading in a sub-interpreter ({_msg(error)})",
+                None,
+            )
         elif status == TIMEOUT:
             why, kind = f"did not finish loading in a sub-interpreter ({(error or {}).get('msg', '')})", None
         else:
@@ -307,20 +318,34 @@ def decide(result: ProbeResult) -> Verdict:
             continue
         if t.failures:
             for f in t.failures:
-                add(dataclasses.replace(
-                    culprit_from(f["name"], f.get("file"), f, INCOMPATIBLE),
-                    import_file=t.edge.file if t.edge else None,
-                    import_line=t.edge.line if t.edge else None,
-                ))
+                add(
+                    dataclasses.replace(
+                        culprit_from(f["name"], f.get("file"), f, INCOMPATIBLE),
+                        import_file=t.edge.file if t.edge else None,
+                        import_line=t.edge.line if t.edge else None,
+                    )
+                )
             worse(INCOMPATIBLE, f"deferred import {t.candidate}: {_short_error(t.error)}")
             continue
         everywhere = next((m for m in result.trials if m.kind == "main" and m.candidate == t.candidate), None)
         if everywhere is not None and everywhere.status == "failed":
-            notes.append(f"deferred import {t.candidate} fails in the main interpreter too ({_short_error(everywhere.error)})")
+            notes.append(
+                f"deferred import {t.candidate} fails in the main interpreter too "
+                f"({_short_error(everywhere.error)})"
+            )
             continue
-        add(Culprit(t.candidate, None, None, None, _short_error(t.error), INCOMPATIBLE,
-                    import_file=t.edge.file if t.edge else None,
-                    import_line=t.edge.line if t.edge else None))
+        add(
+            Culprit(
+                t.candidate,
+                None,
+                None,
+                None,
+                _short_error(t.error),
+                INCOMPATIBLE,
+                import_file=t.edge.file if t.edge else None,
+                import_line=t.edge.line if t.edge else None,
+            )
+        )
         worse(INCOMPATIBLE, f"deferred import {t.candidate}: {_short_error(t.error)}")
 
     # extensions the hook saw fail while the import still succeeded
@@ -333,9 +358,15 @@ def decide(result: ProbeResult) -> Verdict:
                 continue
             if name in result.loaded:
                 c = culprit_from(name, f.get("file"), f, INCOMPATIBLE)
-                add(dataclasses.replace(c, reason=(
-                    "failed, then loaded on a retry in the same interpreter (CPython gh-104621); "
-                    "not safe: " + c.reason)))
+                add(
+                    dataclasses.replace(
+                        c,
+                        reason=(
+                            "failed, then loaded on a retry in the same interpreter (CPython gh-104621); "
+                            "not safe: " + c.reason
+                        ),
+                    )
+                )
                 worse(INCOMPATIBLE, f"{name} loaded only on retry after failing")
             elif SUBINTERP_MESSAGE in f["msg"] or _loads_in_main(result, name):
                 c = culprit_from(name, f.get("file"), f, DEGRADED)
@@ -405,6 +436,10 @@ def _loads_in_main(result: ProbeResult, name: str) -> bool:
     )
 
 
+def _msg(error: dict[str, Any] | None) -> str:
+    return (error or {}).get("msg", "")
+
+
 def _short_error(error: dict[str, Any] | None) -> str:
     if not error:
         return "failed"
@@ -412,10 +447,9 @@ def _short_error(error: dict[str, Any] | None) -> str:
 
 
 def _dependency_files(tree: ModuleTree) -> tuple[str, ...]:
-    return tuple(sorted({
-        m.file for m in tree.modules
-        if m.file and (m.origin == "first_party" or m.extension)
-    }))
+    return tuple(
+        sorted({m.file for m in tree.modules if m.file and (m.origin == "first_party" or m.extension)})
+    )
 
 
 def _extension_verdicts(
@@ -433,13 +467,25 @@ def _extension_verdicts(
             status = c.status if c.status != DEGRADED else INCOMPATIBLE
             ext = exts.get(info.name)
             out[info.name] = ExtensionVerdict(
-                info.name, info.file, status, info.distribution, info.version, c.reason, c.kind,
+                info.name,
+                info.file,
+                status,
+                info.distribution,
+                info.version,
+                c.reason,
+                c.kind,
                 ext.shared_gil if ext else None,
                 ((ext.error or {}).get("msg", "") if ext else "") or c.reason,
             )
         elif info.name in result.loaded or (info.name in exts and exts[info.name].status == "ok"):
-            out[info.name] = ExtensionVerdict(info.name, info.file, COMPATIBLE, info.distribution,
-                                              info.version, "loads in an isolated sub-interpreter")
+            out[info.name] = ExtensionVerdict(
+                info.name,
+                info.file,
+                COMPATIBLE,
+                info.distribution,
+                info.version,
+                "loads in an isolated sub-interpreter",
+            )
     return tuple(out[k] for k in sorted(out))
 
 

@@ -16,7 +16,9 @@ def write_app(root: Path, files: dict[str, str]) -> Path:
             init.parent.mkdir(parents=True, exist_ok=True)
             init.touch(exist_ok=True)
         is_pkg = any(other.startswith(name + ".") for other in files)
-        path = root.joinpath(*parts, "__init__.py") if is_pkg else root.joinpath(*parts[:-1], parts[-1] + ".py")
+        path = (
+            root.joinpath(*parts, "__init__.py") if is_pkg else root.joinpath(*parts[:-1], parts[-1] + ".py")
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(source).lstrip())
     return root

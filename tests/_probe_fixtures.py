@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _apps import write_app
 
 
@@ -28,8 +27,9 @@ class ProbeApp:
     def write(self, files: dict[str, str]) -> None:
         write_app(self.root, files)
 
-    def check(self, *targets: str, cache: bool = True, timeout: float = 30.0,
-              jobs: int | None = 2, **kw: Any):
+    def check(
+        self, *targets: str, cache: bool = True, timeout: float = 30.0, jobs: int | None = 2, **kw: Any
+    ):
         from subcompat.cache import Cache
         from subcompat.check import check
 

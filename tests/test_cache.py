@@ -21,8 +21,12 @@ needs_sub = pytest.mark.needs_subinterpreters
 @needs_sub
 def test_warm_check_spawns_no_child_and_imports_no_job_code(probe_app):
     marker = probe_app.root / "imported.log"
-    probe_app.write({"jobs.a": f"open({str(marker)!r}, 'a').write('i')\nimport sc_multi_ok\n",
-                     "jobs.b": "import sc_single\n"})
+    probe_app.write(
+        {
+            "jobs.a": f"open({str(marker)!r}, 'a').write('i')\nimport sc_multi_ok\n",
+            "jobs.b": "import sc_single\n",
+        }
+    )
     cold = probe_app.check("jobs.a", "jobs.b")
     imports_after_cold = marker.read_text()
     started = dict(probe.STATS)
@@ -89,11 +93,13 @@ def test_half_written_cache_file_is_rebuilt(tmp_path):
 
 def test_cache_from_another_schema_is_rebuilt(tmp_path):
     db = sqlite3.connect(tmp_path / Cache.FILENAME)
-    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                     "CREATE TABLE jobs (interp TEXT, env TEXT, target TEXT, verdict TEXT,"
-                     " stamps TEXT, created REAL);"
-                     "CREATE TABLE extensions (x TEXT); CREATE TABLE interpreters (y TEXT);"
-                     "INSERT INTO meta VALUES ('schema', '0');")
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE jobs (interp TEXT, env TEXT, target TEXT, verdict TEXT,"
+        " stamps TEXT, created REAL);"
+        "CREATE TABLE extensions (x TEXT); CREATE TABLE interpreters (y TEXT);"
+        "INSERT INTO meta VALUES ('schema', '0');"
+    )
     db.commit()
     db.close()
     with pytest.warns(CacheWarning, match=f"expected {SCHEMA}"):
@@ -132,8 +138,12 @@ print("done")
 
 def test_two_processes_writing_at_once(tmp_path):
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), name],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path), name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in ("first", "second")
     ]
     outs = [p.communicate(timeout=120) for p in procs]

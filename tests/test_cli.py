@@ -15,8 +15,14 @@ PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "subcompat", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "subcompat", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str]) -> None:
@@ -27,12 +33,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str]) -> None:
 
 @pytest.fixture
 def cli_app(probe_app):
-    probe_app.write({
-        "jobs.good": "import json\n",
-        "jobs.soft": "import sc_softpkg\n",
-        "jobs.bad": "import sc_single\n",
-        "jobs.broken": "def f(:\n",
-    })
+    probe_app.write(
+        {
+            "jobs.good": "import json\n",
+            "jobs.soft": "import sc_softpkg\n",
+            "jobs.bad": "import sc_single\n",
+            "jobs.broken": "def f(:\n",
+        }
+    )
     env = {"PYTHONPATH": os.environ["PYTHONPATH"], "SUBCOMPAT_CACHE_DIR": str(probe_app.cache_dir)}
     return lambda *args: run_cli(*args, cwd=probe_app.root, env=env)
 
@@ -90,8 +98,13 @@ def test_json_schema(cli_app):
 
 
 def test_usage_errors_are_one_line(tmp_path):
-    for args in (("check",), ("check", "not-a-module"), ("check", "x", "--timeout", "-1"),
-                 ("check", "x", "--format", "yaml"), ("frobnicate",)):
+    for args in (
+        ("check",),
+        ("check", "not-a-module"),
+        ("check", "x", "--timeout", "-1"),
+        ("check", "x", "--format", "yaml"),
+        ("frobnicate",),
+    ):
         proc = run_cli(*args, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stderr)
         assert_one_line_error(proc)
@@ -107,8 +120,9 @@ def test_unsupported_on_this_python(tmp_path):
     """On Python < 3.13 the toolkit installs and reports 'unsupported' cleanly."""
     if sys.version_info >= (3, 13):
         pytest.skip("this interpreter has sub-interpreters; covered by TestExitCodes")
-    proc = run_cli("check", "json", "--format", "json", cwd=tmp_path,
-                   env={"SUBCOMPAT_CACHE_DIR": str(tmp_path / "c")})
+    proc = run_cli(
+        "check", "json", "--format", "json", cwd=tmp_path, env={"SUBCOMPAT_CACHE_DIR": str(tmp_path / "c")}
+    )
     assert proc.returncode == 3
     data = json.loads(proc.stdout)
     assert data["modules"][0]["verdict"] == "unsupported"

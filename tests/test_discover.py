@@ -11,19 +11,24 @@ from subcompat.discover import Edge, Locator, ModuleInfo, ModuleTree, scan_lazy_
 def scan(tmp_path: Path, source: str, module: str = "app.jobs", is_package: bool = False, **kw):
     f = tmp_path / "m.py"
     f.write_text(textwrap.dedent(source))
-    return [(lz.module, lz.fromlist, lz.edge.how, lz.edge.line)
-            for lz in scan_lazy_imports(module, str(f), is_package=is_package, **kw)]
+    return [
+        (lz.module, lz.fromlist, lz.edge.how, lz.edge.line)
+        for lz in scan_lazy_imports(module, str(f), is_package=is_package, **kw)
+    ]
 
 
 def test_function_body_imports(tmp_path):
-    found = scan(tmp_path, """
+    found = scan(
+        tmp_path,
+        """
         import json
         def job():
             import lxml.etree
             from yaml import CSafeLoader
         async def other():
             import orjson
-    """)
+    """,
+    )
     assert found == [
         ("lxml.etree", (), "function", 4),
         ("yaml", ("CSafeLoader",), "function", 5),
@@ -37,7 +42,9 @@ def test_module_level_imports_only_when_asked(tmp_path):
 
 
 def test_literal_import_module_and_dunder_import(tmp_path):
-    found = scan(tmp_path, """
+    found = scan(
+        tmp_path,
+        """
         import importlib
         from importlib import import_module
         importlib.import_module("lxml.etree")
@@ -45,7 +52,8 @@ def test_literal_import_module_and_dunder_import(tmp_path):
         __import__("ujson")
         name = "dynamic"
         importlib.import_module(name)  # not literal: invisible statically
-    """)
+    """,
+    )
     assert found == [
         ("lxml.etree", (), "import_module", 4),
         ("app.helpers", (), "import_module", 5),
@@ -54,25 +62,36 @@ def test_literal_import_module_and_dunder_import(tmp_path):
 
 
 def test_pep562_getattr(tmp_path):
-    found = scan(tmp_path, """
+    found = scan(
+        tmp_path,
+        """
         def __getattr__(name):
             from . import heavy
             return getattr(heavy, name)
-    """, module="app.pkg", is_package=True)
+    """,
+        module="app.pkg",
+        is_package=True,
+    )
     assert found == [("app.pkg", ("heavy",), "__getattr__", 3)]
 
 
 def test_relative_imports_resolve_against_the_package(tmp_path):
-    found = scan(tmp_path, """
+    found = scan(
+        tmp_path,
+        """
         def job():
             from .sub import thing
             from .. import sibling
-    """, module="app.jobs.mod")
+    """,
+        module="app.jobs.mod",
+    )
     assert found == [("app.jobs.sub", ("thing",), "function", 3), ("app", ("sibling",), "function", 4)]
 
 
 def test_type_checking_block_is_skipped(tmp_path):
-    found = scan(tmp_path, """
+    found = scan(
+        tmp_path,
+        """
         import typing
         if typing.TYPE_CHECKING:
             def f():
@@ -80,7 +99,8 @@ def test_type_checking_block_is_skipped(tmp_path):
         else:
             def g():
                 import msgpack
-    """)
+    """,
+    )
     assert found == [("msgpack", (), "function", 8)]
 
 
@@ -91,11 +111,16 @@ def test_unparseable_source_yields_nothing(tmp_path):
 def test_tree_chain_and_first_party():
     tree = ModuleTree(
         "app.jobs",
-        (ModuleInfo("app.jobs", "/a/jobs.py", "first_party"),
-         ModuleInfo("app.helper", "/a/helper.py", "first_party"),
-         ModuleInfo("lib._c", "/s/lib/_c.so", "third_party", extension=True)),
-        {"app.helper": Edge("app.jobs", "/a/jobs.py", 1), "lib": Edge("app.helper", "/a/helper.py", 2),
-         "lib._c": Edge("lib", "/s/lib/__init__.py", 3)},
+        (
+            ModuleInfo("app.jobs", "/a/jobs.py", "first_party"),
+            ModuleInfo("app.helper", "/a/helper.py", "first_party"),
+            ModuleInfo("lib._c", "/s/lib/_c.so", "third_party", extension=True),
+        ),
+        {
+            "app.helper": Edge("app.jobs", "/a/jobs.py", 1),
+            "lib": Edge("app.helper", "/a/helper.py", 2),
+            "lib._c": Edge("lib", "/s/lib/__init__.py", 3),
+        },
     )
     assert tree.chain("lib._c") == ["app.jobs", "app.helper", "lib", "lib._c"]
     assert [m.name for m in tree.first_party] == ["app.jobs", "app.helper"]

@@ -74,7 +74,9 @@ def test_hang_is_a_timeout_naming_the_extension(probe_app):
 
 
 def test_every_culprit_is_named_not_just_the_first(probe_app):
-    probe_app.write({"jobs.many": "import sc_multi_ok\nimport sc_single\nimport sc_multi_nogil\nimport readline\n"})
+    probe_app.write(
+        {"jobs.many": "import sc_multi_ok\nimport sc_single\nimport sc_multi_nogil\nimport readline\n"}
+    )
     v = probe_app.check("jobs.many")["jobs.many"]
     assert v.verdict == INCOMPATIBLE
     assert culprit_names(v) == ["readline", "sc_multi_nogil", "sc_single"]
@@ -86,25 +88,33 @@ def test_every_culprit_is_named_not_just_the_first(probe_app):
 
 def test_failure_on_retry_is_never_compatible(probe_app):
     # gh-104621: a failed single-phase import may succeed when retried in the same interpreter
-    probe_app.write({"jobs.retry": """
+    probe_app.write(
+        {
+            "jobs.retry": """
         try:
             import sc_single
         except ImportError:
             import sc_single
-    """})
+    """
+        }
+    )
     v = probe_app.check("jobs.retry")["jobs.retry"]
     assert v.verdict == INCOMPATIBLE
     assert culprit_names(v) == ["sc_single"]
 
 
 def test_pure_python_refusal_is_not_compatible(probe_app):
-    probe_app.write({"jobs.picky": """
+    probe_app.write(
+        {
+            "jobs.picky": """
         import sys
         if sys.implementation.name == "cpython":
             import _interpreters
             if _interpreters.get_current() != _interpreters.get_main():
                 raise ImportError("this library refuses sub-interpreters")
-    """})
+    """
+        }
+    )
     v = probe_app.check("jobs.picky")["jobs.picky"]
     assert v.verdict == INCOMPATIBLE
     assert "refuses sub-interpreters" in v.reason
@@ -139,11 +149,15 @@ def test_real_packages(probe_app, module, expected, culprit):
 
 
 def test_import_in_function_body(probe_app):
-    probe_app.write({"jobs.body": """
+    probe_app.write(
+        {
+            "jobs.body": """
         def job():
             import sc_single
             return sc_single.answer()
-    """})
+    """
+        }
+    )
     v = probe_app.check("jobs.body:job")["jobs.body:job"]
     assert v.verdict == INCOMPATIBLE
     (c,) = v.culprits
@@ -151,24 +165,32 @@ def test_import_in_function_body(probe_app):
 
 
 def test_import_module_literal(probe_app):
-    probe_app.write({"jobs.dyn": """
+    probe_app.write(
+        {
+            "jobs.dyn": """
         import importlib
         def job():
             return importlib.import_module("sc_multi_nogil").answer()
-    """})
+    """
+        }
+    )
     v = probe_app.check("jobs.dyn")["jobs.dyn"]
     assert v.verdict == INCOMPATIBLE
     assert culprit_names(v) == ["sc_multi_nogil"]
 
 
 def test_pep562_module_getattr(probe_app):
-    probe_app.write({"jobs.lazy": """
+    probe_app.write(
+        {
+            "jobs.lazy": """
         def __getattr__(name):
             if name == "fast":
                 from sc_softpkg import CFast
                 return CFast
             raise AttributeError(name)
-    """})
+    """
+        }
+    )
     v = probe_app.check("jobs.lazy")["jobs.lazy"]
     # `from sc_softpkg import CFast` fails in a sub-interpreter: the accelerator is skipped
     assert v.verdict == INCOMPATIBLE
@@ -176,15 +198,17 @@ def test_pep562_module_getattr(probe_app):
 
 
 def test_first_party_helper_two_hops_away(probe_app):
-    probe_app.write({
-        "jobs.entry": """
+    probe_app.write(
+        {
+            "jobs.entry": """
             def job():
                 from jobs import helper_a
                 return helper_a.run()
         """,
-        "jobs.helper_a": "from jobs import helper_b\ndef run():\n    return helper_b.run()\n",
-        "jobs.helper_b": "import sc_single\ndef run():\n    return sc_single.answer()\n",
-    })
+            "jobs.helper_a": "from jobs import helper_b\ndef run():\n    return helper_b.run()\n",
+            "jobs.helper_b": "import sc_single\ndef run():\n    return sc_single.answer()\n",
+        }
+    )
     v = probe_app.check("jobs.entry")["jobs.entry"]
     assert v.verdict == INCOMPATIBLE
     (c,) = v.culprits
@@ -193,25 +217,33 @@ def test_first_party_helper_two_hops_away(probe_app):
 
 
 def test_optional_missing_dependency_is_a_note_not_a_failure(probe_app):
-    probe_app.write({"jobs.opt": """
+    probe_app.write(
+        {
+            "jobs.opt": """
         def job():
             try:
                 import not_installed_anywhere
             except ImportError:
                 return None
-    """})
+    """
+        }
+    )
     v = probe_app.check("jobs.opt")["jobs.opt"]
     assert v.verdict == COMPATIBLE
     assert any("not_installed_anywhere" in n for n in v.notes)
 
 
 def test_type_checking_imports_are_ignored(probe_app):
-    probe_app.write({"jobs.typed": """
+    probe_app.write(
+        {
+            "jobs.typed": """
         from typing import TYPE_CHECKING
         if TYPE_CHECKING:
             import sc_single
         def job(x: "sc_single"): return x
-    """})
+    """
+        }
+    )
     assert probe_app.check("jobs.typed")["jobs.typed"].verdict == COMPATIBLE
 
 
@@ -245,11 +277,13 @@ def test_each_candidate_gets_a_fresh_interpreter(probe_app):
     # the module counts its imports in a file: two targets importing it must each see
     # a first import, i.e. two interpreters, not one reused
     log = probe_app.root / "imports.log"
-    probe_app.write({
-        "jobs.counter": f"open({str(log)!r}, 'a').write('x')\n",
-        "jobs.one": "import jobs.counter\n",
-        "jobs.two": "import jobs.counter\n",
-    })
+    probe_app.write(
+        {
+            "jobs.counter": f"open({str(log)!r}, 'a').write('x')\n",
+            "jobs.one": "import jobs.counter\n",
+            "jobs.two": "import jobs.counter\n",
+        }
+    )
     result = probe_app.check("jobs.one", "jobs.two", jobs=1)
     assert {v.verdict for v in result.values()} == {COMPATIBLE}
     assert log.read_text() == "xx"

@@ -5,10 +5,11 @@ from __future__ import annotations
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
 from subcompat.probe import Interpreter, ProbeResult, Trial
 from subcompat.route import Policy, route_for
-from subcompat.verdict import explain, decide, toolchain_of
+from subcompat.verdict import decide, explain, toolchain_of
 
-INTERP = Interpreter("3.13.0", "cpython", "cpython-313", "", "3.13.0 build", "/py", "_interpreters",
-                     None, True)
+INTERP = Interpreter(
+    "3.13.0", "cpython", "cpython-313", "", "3.13.0 build", "/py", "_interpreters", None, True
+)
 SUBMSG = "module {} does not support loading in subinterpreters"
 
 
@@ -34,11 +35,17 @@ def test_clean_job_is_compatible_and_routes_to_subinterpreter():
 
 
 def test_wrapped_failure_with_short_name_maps_to_dotted_module():
-    error = {"type": "ImportError", "msg": "lib failed to import its C core",
-             "chain": [{"type": "ImportError", "msg": "lib failed to import its C core"},
-                       {"type": "ImportError", "msg": SUBMSG.format("_core")}]}
-    v = decide(result([Trial("job", "app.job", "failed", error), Trial("main", "app.job", "ok")],
-                      [JOB, EXT], EDGES))
+    error = {
+        "type": "ImportError",
+        "msg": "lib failed to import its C core",
+        "chain": [
+            {"type": "ImportError", "msg": "lib failed to import its C core"},
+            {"type": "ImportError", "msg": SUBMSG.format("_core")},
+        ],
+    }
+    v = decide(
+        result([Trial("job", "app.job", "failed", error), Trial("main", "app.job", "ok")], [JOB, EXT], EDGES)
+    )
     assert v.verdict == "incompatible"
     (c,) = v.culprits
     assert (c.module, c.distribution, c.version) == ("lib._core", "lib", "1.2")
@@ -47,8 +54,10 @@ def test_wrapped_failure_with_short_name_maps_to_dotted_module():
 
 
 def test_swallowed_failure_is_degraded_and_routes_to_fallback_by_default():
-    trials = [Trial("job", "app.job", "ok", failures=(fail("lib._core", EXT.file),)),
-              Trial("main", "app.job", "ok")]
+    trials = [
+        Trial("job", "app.job", "ok", failures=(fail("lib._core", EXT.file),)),
+        Trial("main", "app.job", "ok"),
+    ]
     v = decide(result(trials, [JOB, EXT], EDGES))
     assert v.verdict == "degraded"
     assert [d.module for d in v.degraded] == ["lib._core"]
@@ -57,8 +66,10 @@ def test_swallowed_failure_is_degraded_and_routes_to_fallback_by_default():
 
 
 def test_failure_then_success_in_same_interpreter_is_incompatible():
-    trials = [Trial("job", "app.job", "ok", failures=(fail("lib._core", EXT.file),)),
-              Trial("main", "app.job", "ok")]
+    trials = [
+        Trial("job", "app.job", "ok", failures=(fail("lib._core", EXT.file),)),
+        Trial("main", "app.job", "ok"),
+    ]
     v = decide(result(trials, [JOB, EXT], EDGES, loaded={"lib._core"}))
     assert v.verdict == "incompatible"
     assert "gh-104621" in v.culprits[0].reason
@@ -72,16 +83,27 @@ def test_failure_everywhere_is_error():
 
 
 def test_crash_names_the_breadcrumb_extension_and_signal():
-    crash = Trial("job", "app.job", "crash", {"type": "crash", "msg": "killed by signal 11 (SIGSEGV)"},
-                  culprit={"name": "lib._core", "file": EXT.file}, signal=11)
+    crash = Trial(
+        "job",
+        "app.job",
+        "crash",
+        {"type": "crash", "msg": "killed by signal 11 (SIGSEGV)"},
+        culprit={"name": "lib._core", "file": EXT.file},
+        signal=11,
+    )
     v = decide(result([crash, Trial("main", "app.job", "ok")], [JOB, EXT], EDGES))
     assert v.verdict == "crash"
     assert v.culprits[0].module == "lib._core" and "SIGSEGV" in v.culprits[0].reason
 
 
 def test_missing_lazy_dependency_is_only_a_note():
-    lazy = Trial("lazy", "optional_dep", "missing", {"type": "ModuleNotFoundError", "msg": "no"},
-                 edge=Edge("app.job", "/a/app/job.py", 9, "function"))
+    lazy = Trial(
+        "lazy",
+        "optional_dep",
+        "missing",
+        {"type": "ModuleNotFoundError", "msg": "no"},
+        edge=Edge("app.job", "/a/app/job.py", 9, "function"),
+    )
     v = decide(result([Trial("job", "app.job", "ok"), lazy], [JOB]))
     assert v.verdict == "compatible" and "optional_dep" in v.notes[0]
 
