@@ -258,7 +258,7 @@ def decide(result: ProbeResult) -> Verdict:
                 None,
             )
         elif status == TIMEOUT:
-            why, kind = f"did not finish loading in a sub-interpreter ({(error or {}).get('msg', '')})", None
+            why, kind = f"did not finish loading in a sub-interpreter ({_msg(error)})", None
         else:
             why, kind = explain(error, shared_gil, tc)
         chain = tuple(tree.chain(name)) if info else ()
