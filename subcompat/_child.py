@@ -108,6 +108,7 @@ class Child:
         with open(os.path.join(HERE, "_trial.py"), encoding="utf-8") as fh:
             self.trial_source = fh.read()
         self._dists = None
+        self._dist_memo = {}
         self.sys_path = [os.getcwd() if p == "" else p for p in sys.path]
         self.counter = 0
 
@@ -195,15 +196,20 @@ class Child:
     def _describe(self, name, file, is_ext):
         origin = self.locator.origin(file)
         info = {"name": name, "file": file, "origin": origin, "extension": bool(is_ext)}
-        if is_ext or origin == "third_party":
+        if origin not in ("stdlib", "builtin") or is_ext:
             info["distribution"], info["version"], info["dist_stamp"] = self._dist_of(name, origin)
         return info
 
     def _dist_of(self, name, origin):
         if origin == "stdlib" or origin == "builtin":
             return "stdlib", "%d.%d.%d" % sys.version_info[:3], None
-        if origin == "first_party":
-            return None, None, None
+        top = name.split(".")[0]
+        if top in self._dist_memo:
+            return self._dist_memo[top]
+        self._dist_memo[top] = found = self._find_dist(top)
+        return found
+
+    def _find_dist(self, top):
         import importlib.metadata as md
 
         if self._dists is None:
@@ -211,7 +217,6 @@ class Child:
                 self._dists = md.packages_distributions()
             except Exception:
                 self._dists = {}
-        top = name.split(".")[0]
         for dist_name in self._dists.get(top, []):
             try:
                 dist = md.distribution(dist_name)

@@ -216,7 +216,8 @@ def _trial(P):
                 mod = sys.modules.get(lz_name)
                 if mod is not None and all(hasattr(mod, a) for a in fromlist):
                     continue
-                edges.setdefault(lz_name, [importer, file, line, how])
+                for target in (lz_name, *(lz_name + "." + a for a in fromlist)):
+                    edges.setdefault(target, [importer, file, line, how])
                 entry = {"module": lz_name, "fromlist": list(fromlist), "edge": [importer, file, line, how]}
                 n_fail = len(failures)
                 crumb("*" + lz_name)
