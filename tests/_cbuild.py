@@ -73,7 +73,9 @@ def _config(python: str) -> dict[str, str]:
     return json.loads(subprocess.check_output([python, "-c", code], text=True))
 
 
-def build_fixture_site(dest: Path, python: str = sys.executable, versions: dict[str, str] | None = None) -> Path:
+def build_fixture_site(
+    dest: Path, python: str = sys.executable, versions: dict[str, str] | None = None
+) -> Path:
     """Build every fixture into ``dest``; ``versions`` sets a distribution's version
     (rewriting its dist-info, as an upgrade would)."""
     versions = versions or {}
@@ -83,14 +85,27 @@ def build_fixture_site(dest: Path, python: str = sys.executable, versions: dict[
         *pkg, leaf = name.split(".")
         out = dest.joinpath(*pkg, leaf + cfg["suffix"])
         out.parent.mkdir(parents=True, exist_ok=True)
-        flags = [f"-DMODNAME=\"{name}\"", f"-DINITFUNC=PyInit_{leaf}"] + [f"-D{k}={v}" for k, v in defines.items()]
-        key = hashlib.sha256(((CEXT / source).read_bytes() + repr((flags, cfg)).encode())).hexdigest()
+        flags = [f'-DMODNAME="{name}"', f"-DINITFUNC=PyInit_{leaf}"] + [
+            f"-D{k}={v}" for k, v in defines.items()
+        ]
+        key = hashlib.sha256((CEXT / source).read_bytes() + repr((flags, cfg)).encode()).hexdigest()
         stamp = out.with_name(out.name + ".key")
         if out.exists() and stamp.exists() and stamp.read_text() == key:
             continue
         subprocess.run(
-            ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror", f"-I{cfg['include']}", *flags,
-             str(CEXT / source), "-o", str(out)],
+            [
+                "gcc",
+                "-shared",
+                "-fPIC",
+                "-O1",
+                "-Wall",
+                "-Werror",
+                f"-I{cfg['include']}",
+                *flags,
+                str(CEXT / source),
+                "-o",
+                str(out),
+            ],
             check=True,
         )
         stamp.write_text(key)
@@ -113,7 +128,12 @@ def _write_dist_info(dest: Path, package: str, dist: str, version: str) -> None:
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "top_level.txt").write_text(package + "\n")
-    files = sorted(p.relative_to(dest).as_posix() for p in (dest / package).rglob("*") if p.is_file()
-                   and not p.name.endswith(".key"))
-    record = [f"{f},," for f in files] + [f"{info.name}/{n},," for n in ("METADATA", "top_level.txt", "RECORD")]
+    files = sorted(
+        p.relative_to(dest).as_posix()
+        for p in (dest / package).rglob("*")
+        if p.is_file() and not p.name.endswith(".key")
+    )
+    record = [f"{f},," for f in files] + [
+        f"{info.name}/{n},," for n in ("METADATA", "top_level.txt", "RECORD")
+    ]
     (info / "RECORD").write_text("\n".join(record) + "\n")

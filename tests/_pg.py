@@ -47,14 +47,38 @@ def throwaway_cluster() -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "LC_ALL": "C"}
     try:
-        subprocess.run([*prefix, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres",
-                        "--no-sync"], check=True, capture_output=True, env=env)
-        opts = (f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=200")
-        subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-w", "-t", "60", "-o", opts,
-                        "-l", os.path.join(root, "log"), "start"], check=True, capture_output=True, env=env)
+        subprocess.run(
+            [*prefix, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        opts = (
+            f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c max_connections=200"
+        )
+        subprocess.run(
+            [
+                *prefix,
+                f"{bindir}/pg_ctl",
+                "-D",
+                data,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                opts,
+                "-l",
+                os.path.join(root, "log"),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True, env=env)
+        subprocess.run(
+            [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True, env=env
+        )
         shutil.rmtree(root, ignore_errors=True)

@@ -305,3 +305,19 @@ def test_protocol_version_mismatch_is_reported(monkeypatch, tmp_path):
     with probe.Prober(sys.executable, timeout=20) as prober:
         with pytest.raises(probe.ProbeError, match="protocol"):
             prober.interpreter()
+
+
+def test_probe_a_venv_without_subcompat_installed(probe_app, tmp_path):
+    """The child is stdlib-only: it runs in any Python >= 3.13 venv."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    first = probe_app.check("json", "sc_single", python=python)
+    assert first["json"].verdict == COMPATIBLE
+    assert first["sc_single"].verdict == INCOMPATIBLE  # PYTHONPATH still reaches the fixture site
+    started = probe.STATS["children_started"]
+    again = probe_app.check("json", "sc_single", python=python)
+    assert all(v.cached for v in again.values())
+    assert probe.STATS["children_started"] == started  # interpreter identity came from the cache

@@ -1,0 +1,55 @@
+"""Text and JSON rendering of a check run."""
+
+from __future__ import annotations
+
+import json
+
+from subcompat.report import Report, render_json, render_text
+from subcompat.route import Policy
+from subcompat.verdict import Culprit, Verdict
+
+CULPRIT = Culprit(
+    "lib._core",
+    "/s/lib/_core.so",
+    "lib",
+    "1.2",
+    "single-phase init",
+    chain=("app.job", "lib", "lib._core"),
+    import_file="/a/app/job.py",
+    import_line=3,
+)
+REPORT = Report(
+    "3.13.0",
+    (
+        Verdict("app.ok", "compatible", "3.13.0"),
+        Verdict("app.job", "incompatible", "3.13.0", "x", culprits=(CULPRIT,)),
+        Verdict("app.soft", "degraded", "3.13.0", degraded=(CULPRIT,)),
+        Verdict("app.broken", "error", "3.13.0", "SyntaxError: bad"),
+    ),
+)
+
+
+def test_text_names_culprit_chain_and_advice():
+    text = render_text(REPORT)
+    assert "lib._core (lib 1.2): single-phase init" in text
+    assert "via app.job → lib → lib._core  (/a/app/job.py:3)" in text
+    assert "use the process executor" in text
+    assert "SyntaxError: bad" in text
+    assert "\x1b[" not in text
+    assert "\x1b[32mcompatible" in render_text(REPORT, colour=True)
+
+
+def test_json_routes_follow_policy():
+    data = json.loads(render_json(REPORT))
+    assert [m["route"] for m in data["modules"]] == ["subinterpreter", "fallback", "fallback", "fallback"]
+    lenient = Report("3.13.0", REPORT.verdicts, Policy(degraded="subinterpreter"))
+    assert [m["route"] for m in lenient.to_json()["modules"]][2] == "subinterpreter"
+
+
+def test_exit_code_precedence():
+    assert REPORT.exit_code() == 2
+    only = Report("3.13.0", REPORT.verdicts[:3])
+    assert only.exit_code() == 1
+    assert Report("3.13.0", (REPORT.verdicts[2],)).exit_code() == 0
+    assert Report("3.13.0", (REPORT.verdicts[2],)).exit_code(strict=True) == 1
+    assert Report("3.11.7", (Verdict("a", "unsupported", "3.11.7"),)).exit_code() == 3
