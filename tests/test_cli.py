@@ -10,7 +10,22 @@ from pathlib import Path
 
 import pytest
 
-PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
+
+def find_python(version: str) -> str | None:
+    """A real interpreter (not a pyenv shim) on PATH or under pyenv."""
+    import glob
+    import shutil
+
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if "shims" not in p)
+    found = shutil.which(f"python{version}", path=path)
+    if found:
+        return found
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = sorted(glob.glob(f"{root}/versions/{version}*/bin/python{version}"))
+    return candidates[-1] if candidates else None
+
+
+PY311 = find_python("3.11") or "/nonexistent/python3.11"
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -140,3 +155,16 @@ def test_cache_show_and_clear(tmp_path):
 def test_module_entry_point_and_version(tmp_path):
     proc = run_cli("--version", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("subcompat ")
+
+
+def test_older_parent_probes_a_313_target(tmp_path):
+    """The parent may be any Python >= 3.11; the probe runs under the target."""
+    from _req import require_or_skip
+
+    target = find_python("3.13")
+    require_or_skip(target, "no python3.13 on PATH to probe from this interpreter")
+    (tmp_path / "jobmod.py").write_text("import json\n")
+    proc = run_cli("check", "jobmod", "--python", target, "--format", "json", "--no-cache", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["python"].startswith("3.13") and data["modules"][0]["verdict"] == "compatible"
