@@ -178,6 +178,7 @@ def _trial(P):
             scanned = set()
             seen_lazy = set()
             queue = [tuple(x) for x in P.get("pending") or ()]
+            skip = set(P.get("skip") or ())
 
             def scan(extra_sources=()):
                 sources = list(extra_sources)
@@ -215,6 +216,8 @@ def _trial(P):
                 lz_name, fromlist, importer, file, line, how = queue.pop(0)
                 mod = sys.modules.get(lz_name)
                 if mod is not None and all(hasattr(mod, a) for a in fromlist):
+                    continue
+                if lz_name in skip:  # it already crashed or hung a probe: never again
                     continue
                 for target in (lz_name, *(lz_name + "." + a for a in fromlist)):
                     edges.setdefault(target, [importer, file, line, how])

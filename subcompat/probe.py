@@ -405,6 +405,7 @@ class Prober:
                 pending=pending,
                 sources=sources,
                 preload=self.preload,
+                skip=sorted({(t.culprit or {}).get("candidate") or "" for t in trials} - {""}),
             )
             sources = []
             absorb(nxt.raw)

@@ -285,7 +285,8 @@ def decide(result: ProbeResult) -> Verdict:
     # crashes and hangs, wherever they happened
     for t in result.trials:
         if t.status in (CRASH, TIMEOUT):
-            name = (t.culprit or {}).get("name") or t.candidate
+            crumb = t.culprit or {}
+            name = crumb.get("name") or crumb.get("candidate") or t.candidate
             file = (t.culprit or {}).get("file") or t.file
             add(culprit_from(name, file, t.error, t.status))
             worse(t.status, f"{name}: {t.error.get('msg') if t.error else t.status}")
