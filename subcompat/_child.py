@@ -117,14 +117,18 @@ class Child:
         return describe_interpreter(self.backend, self.sys_path)
 
     def op_trial(self, req):
-        if self.backend.unsupported:
+        if self.backend.unsupported and req.get("where") != "main":
             raise RuntimeError(self.backend.unsupported)
         self.counter += 1
         result_path = req["workdir"] + "/result-%d-%d.json" % (os.getpid(), self.counter)
         params = {k: v for k, v in req.items() if k not in ("v", "id", "op", "workdir")}
         params.update(sys_path=self.sys_path, result=result_path)
         code = "PARAMS = " + repr(params) + "\n" + self.trial_source
-        uncaught = self.backend.run(code, shared_gil=bool(req.get("shared_gil")))
+        if req.get("where") == "main":  # this process's main interpreter: broken everywhere?
+            exec(compile(code, "<subcompat-trial>", "exec"), {"__name__": "__subcompat_trial__"})
+            uncaught = None
+        else:
+            uncaught = self.backend.run(code, shared_gil=bool(req.get("shared_gil")))
         try:
             with open(result_path, encoding="utf-8") as fh:
                 result = json.load(fh)
@@ -139,58 +143,6 @@ class Child:
                 present.add(f["name"])
                 result["modules"].append(self._describe(f["name"], f["file"], True))
         return result
-
-    def op_main(self, req):
-        """Import in *this* (main) interpreter: is the module broken everywhere?"""
-        before = set(sys.modules)
-
-        def attempt(name, func=None):
-            try:
-                module = importlib.import_module(name)
-                if func and not callable(getattr(module, func, None)):
-                    raise AttributeError("module %r has no function %r" % (name, func))
-            except BaseException as exc:
-                return {"type": type(exc).__name__, "msg": str(exc)}
-            return None
-
-        error = attempt(req["name"], req.get("function"))
-        extra = {name: attempt(name) for name in req.get("extra") or ()}
-        modules = []
-        for name in sorted(set(sys.modules) - before):
-            mod = sys.modules.get(name)
-            spec = getattr(mod, "__spec__", None)
-            file = getattr(mod, "__file__", None)
-            is_ext = type(getattr(spec, "loader", None)).__name__ == "ExtensionFileLoader"
-            modules.append(self._describe(name, file, is_ext))
-        return {"error": error, "extra": extra, "modules": modules}
-
-    def op_scan(self, req):
-        found = []
-        for name, file, is_package, all_imports in req["sources"]:
-            for lazy in self.discover.scan_lazy_imports(
-                name, file, is_package=is_package, all_imports=all_imports
-            ):
-                found.append(lazy.to_json())
-        return {"lazy": found}
-
-    def op_locate(self, req):
-        """Where a module would be found, without importing it (parents aside)."""
-        out = {}
-        for name in req["names"]:
-            try:
-                spec = importlib.util.find_spec(name)
-            except BaseException:
-                spec = None
-            file = getattr(spec, "origin", None) if spec else None
-            if file in ("built-in", "frozen"):
-                file = None
-            out[name] = {
-                "found": spec is not None,
-                "file": file,
-                "origin": self.locator.origin(file) if spec else None,
-                "package": bool(spec and spec.submodule_search_locations is not None),
-            }
-        return {"modules": out}
 
     # -- helpers -----------------------------------------------------------
     def _describe(self, name, file, is_ext):

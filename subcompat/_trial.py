@@ -50,44 +50,51 @@ def _trial(P):
             }
         )
 
-    def create_module(self, spec):
+    # frames of the import machinery and of this script are nobody's import statement
+    skip_files = ("<frozen importlib", importlib.__file__, sys._getframe().f_code.co_filename)
+    in_progress = []  # (extension name, the Python frame that asked for it)
+
+    def caller(depth):
+        """The nearest frame outside the import machinery, ``depth`` frames up."""
+        frame = sys._getframe(depth)
+        while frame is not None and frame.f_code.co_filename.startswith(skip_files):
+            frame = frame.f_back
+        return frame
+
+    def guarded(phase, spec, call):
         crumb("+" + spec.name + "\t" + str(spec.origin))
-        loads.append(spec.name)
+        in_progress.append((spec.name, caller(3)))
         try:
-            module = orig_create(self, spec)
+            return call()
         except BaseException as exc:
-            record_failure(spec, "create", exc)
-            crumb("-" + spec.name)
+            record_failure(spec, phase, exc)
             raise
-        crumb("-" + spec.name)
-        return module
+        finally:
+            in_progress.pop()
+            crumb("-" + spec.name)
+
+    def create_module(self, spec):
+        loads.append(spec.name)
+        return guarded("create", spec, lambda: orig_create(self, spec))
 
     def exec_module(self, module):
-        spec = module.__spec__
-        crumb("+" + spec.name + "\t" + str(spec.origin))
-        try:
-            orig_exec(self, module)
-        except BaseException as exc:
-            record_failure(spec, "exec", exc)
-            crumb("-" + spec.name)
-            raise
-        crumb("-" + spec.name)
+        return guarded("exec", module.__spec__, lambda: orig_exec(self, module))
 
     loader_cls.create_module = create_module
     loader_cls.exec_module = exec_module
 
     edges = {}
-    skip_files = ("<frozen importlib", importlib.__file__)
 
     class Tracer:
         @staticmethod
         def find_spec(name, path=None, target=None):
             if name in edges:
                 return None
-            frame = sys._getframe(1)
-            while frame is not None and frame.f_code.co_filename.startswith(skip_files):
-                frame = frame.f_back
-            if frame is not None and frame.f_globals.get("__name__") != __name__:
+            frame = caller(2)
+            if in_progress and in_progress[-1][1] is frame:
+                # imported from C by the extension being initialised
+                edges[name] = [in_progress[-1][0], None, None, "import"]
+            elif frame is not None:
                 edges[name] = [
                     frame.f_globals.get("__name__") or "",
                     frame.f_code.co_filename,
@@ -167,7 +174,7 @@ def _trial(P):
             error = describe(exc)
 
         main_failures = list(failures)  # lazy imports below carry their own
-        if error is None and mode in ("job", "lazy"):
+        if error is None and mode in ("job", "lazy") and P.get("lazy", True):
             pre_tool = set(sys.modules)
             spec = importlib.util.spec_from_file_location("_subcompat_discover", P["discover"])
             disc = importlib.util.module_from_spec(spec)

@@ -549,37 +549,52 @@ class Prober:
     def _main(
         self, module: str, function: str | None, extra: list[str]
     ) -> tuple[list[Trial], dict[str, Any]]:
-        """Import in the main interpreter of a fresh process: broken everywhere?"""
+        """Import in the main interpreter of a fresh process: broken everywhere? And
+        the whole tree, with who imported what, where the sub-interpreter stopped short."""
         child = _Child(self.python, self.workdir, self.env, self.cwd).ensure_started()
-        started = time.perf_counter()
+        out: list[Trial] = []
+        raw: dict[str, Any] = {}
         try:
-            raw = child.request(
-                "main",
-                timeout=self.timeout,
-                name=module,
-                function=function,
-                extra=extra,
-                breadcrumb=child.crumbs,
-            )
-        except _ChildGone as gone:
-            err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
-            return [
-                Trial(
-                    "main",
-                    module,
-                    gone.status,
-                    err,
-                    culprit=child.breadcrumb(),
-                    signal=gone.signal,
-                    elapsed_s=time.perf_counter() - started,
+            for name in (module, *extra):
+                started = time.perf_counter()
+                try:
+                    reply = child.request(
+                        "trial",
+                        timeout=self.timeout,
+                        workdir=self.workdir,
+                        breadcrumb=child.crumbs,
+                        where="main",
+                        lazy=False,
+                        mode="job",
+                        name=name,
+                        function=function if name == module else None,
+                    )
+                except _ChildGone as gone:
+                    err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
+                    out.append(
+                        Trial(
+                            "main",
+                            name,
+                            gone.status,
+                            err,
+                            culprit=child.breadcrumb(),
+                            signal=gone.signal,
+                            elapsed_s=time.perf_counter() - started,
+                        )
+                    )
+                    break
+                if name == module:
+                    raw = reply
+                error = reply.get("error")
+                out.append(
+                    Trial(
+                        "main",
+                        name,
+                        "ok" if error is None else "failed",
+                        error,
+                        elapsed_s=time.perf_counter() - started,
+                    )
                 )
-            ], {}
         finally:
             child.close()
-        elapsed = time.perf_counter() - started
-        out = [
-            Trial("main", module, "ok" if raw["error"] is None else "failed", raw["error"], elapsed_s=elapsed)
-        ]
-        for name, error in raw.get("extra", {}).items():
-            out.append(Trial("main", name, "ok" if error is None else "failed", error))
         return out, raw
