@@ -122,7 +122,7 @@ class Child:
         self.counter += 1
         result_path = req["workdir"] + "/result-%d-%d.json" % (os.getpid(), self.counter)
         params = {k: v for k, v in req.items() if k not in ("v", "id", "op", "workdir")}
-        params.update(sys_path=self.sys_path, result=result_path)
+        params.update(sys_path=req.get("sys_path") or self.sys_path, result=result_path)
         code = "PARAMS = " + repr(params) + "\n" + self.trial_source
         if req.get("where") == "main":  # this process's main interpreter: broken everywhere?
             exec(compile(code, "<subcompat-trial>", "exec"), {"__name__": "__subcompat_trial__"})

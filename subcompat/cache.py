@@ -113,7 +113,9 @@ def _digest(path: str, size: int) -> str | None:
         return None
 
 
-def environment_key(python: str | None, preload: Iterable[str] = ()) -> str:
+def environment_key(
+    python: str | None, preload: Iterable[str] = (), sys_path: Iterable[str] | None = None
+) -> str:
     """Where targets are resolved: a job verdict is only valid in the same place."""
     raw = json.dumps(
         [
@@ -121,6 +123,7 @@ def environment_key(python: str | None, preload: Iterable[str] = ()) -> str:
             os.environ.get("PYTHONPATH", ""),
             os.path.abspath(python) if python else sys.executable,
             sorted(preload),
+            list(sys_path) if sys_path is not None else None,
         ]
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:24]

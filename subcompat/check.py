@@ -43,11 +43,14 @@ def check(
     jobs: int | None = None,
     policy: Policy = DEFAULT_POLICY,
     runtime: str = "none",
+    sys_path: Sequence[str] | None = None,
 ) -> Report:
+    """``sys_path`` resolves targets with the caller's path (an executor passes its
+    worker's ``sys.path``); by default the probe child's own, from the cwd."""
     started = time.perf_counter()
     preload = RUNTIMES[runtime]
     interp = known_interpreter(python, cache)
-    env = environment_key(python, preload)
+    env = environment_key(python, preload, sys_path)
     found: dict[str, Verdict] = {}
     if interp is not None and interp.unsupported:
         verdicts = tuple(Verdict(t, UNSUPPORTED, interp.python, interp.unsupported) for t in targets)
@@ -59,7 +62,7 @@ def check(
                 found[target] = _as_cached(hit)
     misses = [t for t in dict.fromkeys(targets) if t not in found]
     if misses:
-        with Prober(python, timeout=timeout, jobs=jobs, preload=preload) as prober:
+        with Prober(python, timeout=timeout, jobs=jobs, preload=preload, sys_path=sys_path) as prober:
             interp = prober.interpreter()
             if cache is not None:
                 if python is not None:

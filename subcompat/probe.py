@@ -279,9 +279,12 @@ class Prober:
         env: dict[str, str] | None = None,
         recall: Recall | None = None,
         preload: Sequence[str] = (),
+        sys_path: Sequence[str] | None = None,
     ) -> None:
         """``preload``: modules the runtime imports in every sub-interpreter before
-        the job (chancy's job wrapper); what they load or skip is not the job's."""
+        the job (chancy's job wrapper); what they load or skip is not the job's.
+        ``sys_path``: resolve targets with this path instead of the child's own (a
+        worker whose sys.path was changed at run time passes its own)."""
         self.python = python or sys.executable
         self.timeout = timeout
         self.jobs = max(1, jobs or os.cpu_count() or 1)
@@ -289,6 +292,7 @@ class Prober:
         self.env = env
         self.recall = recall
         self.preload = tuple(preload)
+        self.sys_path = list(sys_path) if sys_path is not None else None
         self.workdir = tempfile.mkdtemp(prefix="subcompat-")
         self._local = threading.local()
         self._children: list[_Child] = []
@@ -518,6 +522,7 @@ class Prober:
                 workdir=self.workdir,
                 breadcrumb=child.crumbs,
                 discover=_DISCOVER,
+                sys_path=self.sys_path,
                 **req,
             )
         except _ChildGone as gone:
