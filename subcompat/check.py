@@ -14,7 +14,7 @@ from subcompat.cache import Cache, environment_key
 from subcompat.probe import Interpreter, Prober
 from subcompat.report import Report
 from subcompat.route import DEFAULT_POLICY, Policy
-from subcompat.verdict import ERROR, UNSUPPORTED, Verdict, decide
+from subcompat.verdict import ERROR, INCOMPATIBLE, UNSUPPORTED, Culprit, Verdict, decide, short_name
 
 #: What each supported runtime imports in every sub-interpreter before a job runs.
 RUNTIMES: dict[str, tuple[str, ...]] = {
@@ -88,3 +88,33 @@ def _as_cached(v: Verdict) -> Verdict:
     from dataclasses import replace
 
     return replace(v, cached=True)
+
+
+def record_runtime_failure(
+    target: str,
+    message: str,
+    *,
+    cache: Cache,
+    runtime: str = "none",
+    sys_path: Sequence[str] | None = None,
+) -> Verdict:
+    """A job failed in a sub-interpreter on an import the probe could not see (built
+    from a non-literal name, say): remember its module as incompatible. The entry keeps
+    the probed file stamps, so it is re-probed once any of those files change."""
+    interp = Interpreter.current()
+    env = environment_key(None, RUNTIMES[runtime], sys_path)
+    previous = cache.get_job(interp.key, env, target)
+    culprit = Culprit(
+        short_name(message) or target, None, None, None, f"failed at run time in a sub-interpreter: {message}"
+    )
+    verdict = Verdict(
+        target,
+        INCOMPATIBLE,
+        interp.python,
+        reason=f"run time: {message}",
+        culprits=(*(previous.culprits if previous else ()), culprit),
+        files=previous.files if previous else (),
+        dist_stamps=previous.dist_stamps if previous else (),
+    )
+    cache.put_job(interp.key, env, verdict)
+    return verdict

@@ -417,6 +417,12 @@ def _first_party_edge(tree: ModuleTree, name: str) -> Edge | None:
     return tree.edges.get(name)
 
 
+def short_name(message: str) -> str | None:
+    """The module CPython names in its sub-interpreter ImportError, if any."""
+    m = _SHORT_NAME.search(message)
+    return m.group("name") if m else None
+
+
 def _map_short_name(tree: ModuleTree, error: dict[str, Any] | None) -> str | None:
     """CPython names a module by its short name; find the dotted extension it means."""
     for link in (error or {}).get("chain", []) or [error or {}]:

@@ -1,0 +1,1 @@
+"""Job modules for the chancy executor tests, one per kind of module tree."""

@@ -1,0 +1,5 @@
+import sc_single
+
+
+def job():
+    return sc_single.answer()

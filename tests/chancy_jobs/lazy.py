@@ -1,0 +1,4 @@
+def job():
+    import sc_multi_nogil
+
+    return sc_multi_nogil.answer()

@@ -1,0 +1,5 @@
+import ujson
+
+
+def job():
+    return ujson.dumps({"a": 1})

@@ -1,0 +1,5 @@
+import json
+
+
+def job(n: int = 0):
+    return json.dumps(n)
