@@ -48,7 +48,20 @@ def throwaway_cluster() -> Iterator[str]:
     env = {**os.environ, "LC_ALL": "C"}
     try:
         subprocess.run(
-            [*prefix, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"],
+            [
+                *prefix,
+                f"{bindir}/initdb",
+                "-D",
+                data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
             check=True,
             capture_output=True,
             env=env,
