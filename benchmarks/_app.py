@@ -147,6 +147,17 @@ def write_app(root: Path, available: set[str]) -> list[str]:
     return targets
 
 
+def deferred_of(targets: list[str]) -> dict[str, list[str]]:
+    """target -> the packages its job imports only inside run() (a trial imports them too)."""
+    by_name = {job.name: job for job in JOBS}
+    out = {}
+    for t in targets:
+        job = by_name.get(t.split(":")[0].rsplit(".", 1)[1])
+        if job is not None and (job.lazy or job.dynamic):
+            out[t] = [*job.lazy, *job.dynamic]
+    return out
+
+
 def packages_of(targets: list[str]) -> list[str]:
     """The distinct third-party packages the given targets import (lazily or not)."""
     names = {t.split(":")[0].rsplit(".", 1)[1] for t in targets}

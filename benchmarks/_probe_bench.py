@@ -58,15 +58,37 @@ finally:
     _interpreters.destroy(iid)
 """
 
+PER_JOB = r"""
+import sys, _interpreters
+for spec in sys.argv[1:]:
+    names = spec.split(",")
+    iid = _interpreters.create("isolated")
+    code = "import sys\nsys.path[:] = %r\n" % (sys.path,)
+    for name in names:
+        code += "try:\n    __import__(%r)\nexcept BaseException:\n    pass\n" % name
+    try:
+        _interpreters.exec(iid, code)
+    finally:
+        _interpreters.destroy(iid)
+"""
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "SUBCOMPAT_"))}
+
+def _env(pythonpath: str | None = None) -> dict[str, str]:
+    """The environment every timed process gets: no PYTHONPATH or SUBCOMPAT_* leaking in,
+    and bytecode caching on (PYTHONDONTWRITEBYTECODE unset), as on a normal machine where
+    pip compiled the installed packages and the app's own modules get cached."""
+    drop = ("PYTHONPATH", "SUBCOMPAT_", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     return env
 
 
-def timed(cmd: list[str], cwd: Path, *, check_codes=(0,)) -> tuple[float, subprocess.CompletedProcess[str]]:  # noqa: ANN001
+def timed(
+    cmd: list[str], cwd: Path, *, check_codes=(0,), pythonpath: str | None = None  # noqa: ANN001
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(pythonpath), capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - started
     if proc.returncode not in check_codes:
         raise RuntimeError(
@@ -76,8 +98,17 @@ def timed(cmd: list[str], cwd: Path, *, check_codes=(0,)) -> tuple[float, subpro
 
 
 class ProbeBench:
-    def __init__(self, runner: str, python: str, app: Path, targets: list[str], packages: list[str]):
+    def __init__(
+        self,
+        runner: str,
+        python: str,
+        app: Path,
+        targets: list[str],
+        packages: list[str],
+        subcompat_src: str | None = None,
+    ):
         self.runner = runner  # the interpreter that runs the subcompat CLI
+        self.subcompat_src = subcompat_src  # another subcompat checkout to time (A/B of a fix)
         self.python = python  # the target interpreter (the benchmark venv)
         self.app = app
         self.targets = targets
@@ -87,7 +118,7 @@ class ProbeBench:
     def check(self, *extra: str) -> tuple[float, dict]:
         cmd = [self.runner, "-m", "subcompat", "check", *self.targets]
         cmd += ["--python", self.python, "--format", "json", *extra]
-        wall, proc = timed(cmd, self.app, check_codes=(0, 1, 2))
+        wall, proc = timed(cmd, self.app, check_codes=(0, 1, 2), pythonpath=self.subcompat_src)
         return wall, json.loads(proc.stdout)
 
     def naive(self) -> tuple[float, int]:
@@ -98,26 +129,44 @@ class ProbeBench:
             failed += proc.stdout.strip() != "ok"
         return time.perf_counter() - started, failed
 
+    def per_job_floor(self, lazy: dict[str, list[str]], jobs: int = 0) -> float:
+        """Each job (and its deferred imports) in its own fresh isolated sub-interpreter,
+        spread over ``jobs`` processes in parallel: subcompat's isolation with none of
+        its analysis (no hooks, no tree, no verdicts, no main-interpreter re-check)."""
+        jobs = jobs or os.cpu_count() or 1
+        specs = [",".join([t.split(":")[0], *lazy.get(t, [])]) for t in self.targets]
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen([self.python, "-c", PER_JOB, *specs[i::jobs]], cwd=self.app, env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i in range(jobs)
+        ]
+        for p in procs:
+            p.wait()
+        return time.perf_counter() - started
+
     def floor(self) -> float:
         modules = [t.split(":")[0] for t in self.targets]
         wall, _ = timed([self.python, "-c", FLOOR, *self.packages, *modules], self.app)
         return wall
 
     # -- item 1 -------------------------------------------------------------------
-    def item1(self, repeats: int, log=print) -> dict:  # noqa: ANN001
+    def item1(self, repeats: int, lazy: dict[str, list[str]], log=print) -> dict:  # noqa: ANN001
         # one untimed round: the OS file cache, not the first timed run, pays for disk
         self.naive()
         self.floor()
+        self.per_job_floor(lazy)
         _, report = self.check("--no-cache")
         verdicts: dict[str, int] = {}
         for m in report["modules"]:
             verdicts[m["verdict"]] = verdicts.get(m["verdict"], 0) + 1
-        cold, cold_internal, naive, floor, serial = [], [], [], [], []
+        cold, cold_internal, naive, floor, serial, per_job = [], [], [], [], [], []
         naive_failed = 0
         for r in range(repeats):
             wall, naive_failed = self.naive()
             naive.append(wall)
             floor.append(self.floor())
+            per_job.append(self.per_job_floor(lazy))
             wall, rep = self.check("--no-cache")
             cold.append(wall)
             cold_internal.append(rep["elapsed_s"])
@@ -125,7 +174,7 @@ class ProbeBench:
                 wall, _ = self.check("--no-cache", "--jobs", "1")
                 serial.append(wall)
             log(
-                f"  round {r + 1}/{repeats}: naive {naive[-1]:.2f}s floor {floor[-1]:.2f}s "
+                f"  round {r + 1}/{repeats}: naive {naive[-1]:.2f}s floor {floor[-1]:.2f}s per-job {per_job[-1]:.2f}s "
                 f"cold {cold[-1]:.2f}s" + (f" cold --jobs 1 {serial[-1]:.2f}s" if len(serial) > r else "")
             )
         return {
@@ -134,6 +183,7 @@ class ProbeBench:
             "cold_serial": Series.of(serial),
             "naive": Series.of(naive),
             "floor": Series.of(floor),
+            "per_job": Series.of(per_job),
             "verdicts": verdicts,
             "naive_failed": naive_failed,
             "targets": len(self.targets),
