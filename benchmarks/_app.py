@@ -32,8 +32,16 @@ class Job:
 
 
 JOBS: tuple[Job, ...] = (
-    Job("stdlib_report", ("json", "decimal", "statistics"), body="return json.dumps([str(decimal.Decimal(1) / 7)])"),
-    Job("stdlib_archive", ("zlib", "hashlib", "base64"), body="return hashlib.sha256(zlib.compress(b'x' * 999)).hexdigest()"),
+    Job(
+        "stdlib_report",
+        ("json", "decimal", "statistics"),
+        body="return json.dumps([str(decimal.Decimal(1) / 7)])",
+    ),
+    Job(
+        "stdlib_archive",
+        ("zlib", "hashlib", "base64"),
+        body="return hashlib.sha256(zlib.compress(b'x' * 999)).hexdigest()",
+    ),
     Job("markup_render", ("markupsafe",), body="return str(markupsafe.escape('<b>%s</b>' % data))"),
     Job("msgpack_pack", ("msgpack",), body="return msgpack.unpackb(msgpack.packb(data))"),
     Job("orjson_dump", ("orjson",), body="return orjson.dumps(data)"),
@@ -42,19 +50,34 @@ JOBS: tuple[Job, ...] = (
     Job("regex_scan", (), lazy=("regex",), body="return regex.findall(r'\\w+', str(data))"),
     Job("simplejson_api", (), dynamic=("simplejson",), body="return simplejson.dumps(data)"),
     Job("hash_keys", ("xxhash", "mmh3"), body="return xxhash.xxh64(b'k').hexdigest(), mmh3.hash('k')"),
-    Job("compress_blobs", ("zstandard", "lz4.frame"), lazy=("brotli",), body="return lz4.frame.compress(b'x' * 99)"),
+    Job(
+        "compress_blobs",
+        ("zstandard", "lz4.frame"),
+        lazy=("brotli",),
+        body="return lz4.frame.compress(b'x' * 99)",
+    ),
     Job("brotli_static", ("brotli",), body="return brotli.compress(b'x' * 99)"),
     Job("cbor_events", ("cbor2",), body="return cbor2.dumps(data)"),
     Job("wrapt_audit", ("wrapt",), body="return wrapt.__name__"),
     Job("url_build", ("yarl", "multidict"), body="return str(yarl.URL('http://x/').with_query({'a': '1'}))"),
     Job("multidict_headers", ("multidict",), body="return multidict.MultiDict(a=1)"),
     Job("frozen_batches", ("frozenlist",), body="return frozenlist.FrozenList([1, 2])"),
-    Job("charset_sniff", (), lazy=("charset_normalizer",), body="return charset_normalizer.from_bytes(b'abc').best()"),
+    Job(
+        "charset_sniff",
+        (),
+        lazy=("charset_normalizer",),
+        body="return charset_normalizer.from_bytes(b'abc').best()",
+    ),
     Job("host_metrics", (), lazy=("psutil",), body="return psutil.cpu_count()"),
     Job("passwords", ("bcrypt",), body="return bcrypt.gensalt()"),
     Job("ffi_call", ("_cffi_backend",), body="return _cffi_backend.__name__"),
     Job("numeric_stats", (), lazy=("numpy",), body="return float(numpy.mean([1, 2, 3]))"),
-    Job("export_mixed", ("orjson", "yaml"), lazy=("msgpack",), body="return orjson.dumps(data), yaml.safe_dump(data)"),
+    Job(
+        "export_mixed",
+        ("orjson", "yaml"),
+        lazy=("msgpack",),
+        body="return orjson.dumps(data), yaml.safe_dump(data)",
+    ),
     Job("fast_path", ("xxhash", "brotli", "markupsafe"), body="return xxhash.xxh32(b'k').intdigest()"),
 )
 
@@ -126,8 +149,14 @@ def _job_source(job: Job) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_app(root: Path, available: set[str]) -> list[str]:
-    """Write the app under ``root``; return the job targets (``module:run``)."""
+#: quick runs: jobs over these packages only (the test extras), so a smoke run stays small
+QUICK_PACKAGES = frozenset({"msgpack", "orjson", "ujson"})
+
+
+def write_app(root: Path, available: set[str], only: frozenset[str] | None = None) -> list[str]:
+    """Write the app under ``root``; return the job targets (``module:run``).
+
+    ``only``: keep just the jobs whose third-party packages are all in it."""
     if root.exists():
         shutil.rmtree(root)
     pkg = root / "benchapp"
@@ -141,6 +170,8 @@ def write_app(root: Path, available: set[str]) -> list[str]:
     targets = []
     for job in JOBS:
         if not all(p in STDLIB or p in available for p in job.packages):
+            continue
+        if only is not None and not all(p in STDLIB or p in only for p in job.packages):
             continue
         (pkg / "jobs" / f"{job.name}.py").write_text(_job_source(job))
         targets.append(f"benchapp.jobs.{job.name}:run")

@@ -103,7 +103,9 @@ def link_subcompat(venv: Path) -> None:
         link.symlink_to(REPO / "subcompat", target_is_directory=True)
     site = subprocess.run(
         [str(venv_python(venv)), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     Path(site, "_subcompat_src.pth").write_text(str(src) + "\n")
 

@@ -71,7 +71,10 @@ def sub_workers(job: str, k: int) -> dict[str, object]:
 def process_workers(job: str, k: int) -> dict[str, object]:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD.format(job=job)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", CHILD.format(job=job)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(k)
     ]
@@ -119,8 +122,12 @@ def pool_workers(job: str, k: int) -> dict[str, object]:
 
 
 def bare_process() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "import sys; print(1, flush=True); sys.stdin.read()"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print(1, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout is not None
     p.stdout.readline()
     rss = rollup(p.pid)["Rss"]
@@ -131,9 +138,14 @@ def bare_process() -> int:
 def main(argv: list[str]) -> None:
     job, k = argv[0], int(argv[1])
     sys.path.insert(0, ".")
-    out = {"job": job, "k": k, "sub": sub_workers(job, k), "process": process_workers(job, k),
-           "pool": pool_workers(job, k),
-           "bare_process": bare_process()}
+    out = {
+        "job": job,
+        "k": k,
+        "sub": sub_workers(job, k),
+        "process": process_workers(job, k),
+        "pool": pool_workers(job, k),
+        "bare_process": bare_process(),
+    }
     print(json.dumps(out))
 
 

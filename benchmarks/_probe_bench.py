@@ -73,11 +73,15 @@ for spec in sys.argv[1:]:
 """
 
 
+#: Full runs time with bytecode caching on (PYTHONDONTWRITEBYTECODE dropped), as on a
+#: normal machine where pip compiled the installed packages; quick runs (the test suite)
+#: leave the caller's setting alone.
+WRITE_BYTECODE = True
+
+
 def _env(pythonpath: str | None = None) -> dict[str, str]:
-    """The environment every timed process gets: no PYTHONPATH or SUBCOMPAT_* leaking in,
-    and bytecode caching on (PYTHONDONTWRITEBYTECODE unset), as on a normal machine where
-    pip compiled the installed packages and the app's own modules get cached."""
-    drop = ("PYTHONPATH", "SUBCOMPAT_", "PYTHONDONTWRITEBYTECODE")
+    """The environment every timed process gets: no PYTHONPATH or SUBCOMPAT_* leaking in."""
+    drop = ("PYTHONPATH", "SUBCOMPAT_") + (("PYTHONDONTWRITEBYTECODE",) if WRITE_BYTECODE else ())
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -85,7 +89,11 @@ def _env(pythonpath: str | None = None) -> dict[str, str]:
 
 
 def timed(
-    cmd: list[str], cwd: Path, *, check_codes=(0,), pythonpath: str | None = None  # noqa: ANN001
+    cmd: list[str],
+    cwd: Path,
+    *,
+    check_codes=(0,),
+    pythonpath: str | None = None,  # noqa: ANN001
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=_env(pythonpath), capture_output=True, text=True, timeout=900)
@@ -137,8 +145,13 @@ class ProbeBench:
         specs = [",".join([t.split(":")[0], *lazy.get(t, [])]) for t in self.targets]
         started = time.perf_counter()
         procs = [
-            subprocess.Popen([self.python, "-c", PER_JOB, *specs[i::jobs]], cwd=self.app, env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [self.python, "-c", PER_JOB, *specs[i::jobs]],
+                cwd=self.app,
+                env=_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for i in range(jobs)
         ]
         for p in procs:
@@ -151,7 +164,7 @@ class ProbeBench:
         return wall
 
     # -- item 1 -------------------------------------------------------------------
-    def item1(self, repeats: int, lazy: dict[str, list[str]], log=print) -> dict:  # noqa: ANN001
+    def item1(self, repeats: int, lazy: dict[str, list[str]], log=print, serial: bool = True) -> dict:  # noqa: ANN001
         # one untimed round: the OS file cache, not the first timed run, pays for disk
         self.naive()
         self.floor()
@@ -170,11 +183,12 @@ class ProbeBench:
             wall, rep = self.check("--no-cache")
             cold.append(wall)
             cold_internal.append(rep["elapsed_s"])
-            if r < max(1, repeats // 2):  # the serial check is 2x slower: half the repeats
+            if serial and r < max(1, repeats // 2):  # the serial check is 2x slower: half the repeats
                 wall, _ = self.check("--no-cache", "--jobs", "1")
                 serial.append(wall)
             log(
-                f"  round {r + 1}/{repeats}: naive {naive[-1]:.2f}s floor {floor[-1]:.2f}s per-job {per_job[-1]:.2f}s "
+                f"  round {r + 1}/{repeats}: naive {naive[-1]:.2f}s floor {floor[-1]:.2f}s "
+                f"per-job {per_job[-1]:.2f}s "
                 f"cold {cold[-1]:.2f}s" + (f" cold --jobs 1 {serial[-1]:.2f}s" if len(serial) > r else "")
             )
         return {

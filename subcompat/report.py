@@ -70,6 +70,10 @@ class Report:
                     "route": route_for(v, self.policy).route,
                     "advice": advice(v, self.policy),
                     "notes": list(v.notes),
+                    "extensions": [
+                        {"module": e.module, "verdict": e.verdict, "distribution": e.distribution}
+                        for e in v.extensions
+                    ],
                     "elapsed_s": round(v.elapsed_s, 4),
                     "cached": v.cached,
                 }
