@@ -55,8 +55,8 @@ comma := ,
 bench: $(DEMO)/.done
 	$(DEMO)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md
 
-matrix: $(TOOLS)/.done
-	$(DEMO_PY) benchmarks/../examples/../compat/matrix.py
+matrix: $(DEMO)/.done
+	$(DEMO)/bin/python benchmarks/compat_matrix.py -o compat_matrix.md
 
 clean:
 	rm -rf $(TOOLS) $(DEMO) .tox build *.egg-info
