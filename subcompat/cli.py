@@ -1,9 +1,10 @@
 """Command line: ``subcompat check``, ``subcompat cache show|clear``.
 
 Exit codes: 0 every target compatible (or degraded, unless --strict); 1 a target is
-incompatible, crashes or hangs in a sub-interpreter; 2 usage error, or a target that
-is broken in a normal interpreter too (error verdict); 3 this Python has no isolated
-sub-interpreters (unsupported). Errors are one line on stderr, never a traceback.
+incompatible, crashes or hangs in a sub-interpreter (with --baseline: only on a
+regression); 2 usage error, invalid config, or a target that is broken in a normal
+interpreter too (error verdict); 3 this Python has no isolated sub-interpreters
+(unsupported). Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="probe job modules in fresh sub-interpreters")
     check.add_argument("targets", nargs="*", metavar="TARGET", help="dotted module or module:function")
-    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--format", choices=("text", "json", "markdown", "junit", "github"), default="text")
+    check.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="a previous JSON report: exit 1 only on regressions (improvements are listed too)",
+    )
     check.add_argument("--python", metavar="PATH", help="interpreter or venv python to probe")
     check.add_argument(
         "--cache-dir", metavar="DIR", help="default: $SUBCOMPAT_CACHE_DIR or the user cache dir"
@@ -51,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--timeout",
         type=_positive,
-        default=30.0,
+        default=None,
         metavar="S",
-        help="seconds per candidate before it counts as a hang (default 30)",
+        help="seconds per candidate before it counts as a hang (default 30, or the config's)",
     )
     check.add_argument(
         "--jobs",
@@ -66,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--degraded",
         choices=("fallback", "subinterpreter"),
-        default="fallback",
-        help="where degraded jobs should run (for the advice and route)",
+        default=None,
+        help="where degraded jobs should run (for the advice and route; default: config, else fallback)",
     )
-    check.add_argument("--fallback", choices=("process", "thread"), default="process")
+    check.add_argument("--fallback", choices=("process", "thread"), default=None)
     check.add_argument(
         "--runtime",
         choices=("none", "chancy"),
@@ -82,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=("show", "clear"))
     cache.add_argument("--cache-dir", metavar="DIR")
     cache.add_argument("--format", choices=("text", "json"), default="text")
+
+    matrix = sub.add_parser("matrix", help="merge JSON reports from several Pythons into one markdown table")
+    matrix.add_argument("reports", nargs="+", metavar="REPORT.json")
+    matrix.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     return parser
 
 
@@ -117,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "cache":
             return _cache(args)
+        if args.command == "matrix":
+            return _matrix(args)
         build_parser().print_help()
         return EXIT_USAGE
     except UsageError as exc:
@@ -136,25 +148,42 @@ def _open_cache(args: argparse.Namespace):  # -> Cache | None
 
 
 def _check(args: argparse.Namespace) -> int:
+    from subcompat import baseline as baseline_mod
+    from subcompat import config as config_mod
     from subcompat.check import check
     from subcompat.probe import ProbeError
-    from subcompat.report import write
+    from subcompat.report import Report, write
     from subcompat.route import Policy
 
-    if not args.targets:
-        raise UsageError("no targets: give dotted module names (e.g. myapp.jobs or myapp.jobs:send)")
-    for target in args.targets:
+    try:
+        config = config_mod.load()
+    except config_mod.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    targets = args.targets or config_mod.expand_jobs(config.jobs)
+    if not targets:
+        raise UsageError(
+            "no targets: give dotted module names (e.g. myapp.jobs or myapp.jobs:send) "
+            "or set jobs in [tool.subcompat] of pyproject.toml"
+        )
+    for target in targets:
         if not _TARGET.match(target):
             raise UsageError(f"{target!r} is not a module name (expected dotted.module or module:function)")
+    baseline = None
+    if args.baseline:
+        try:
+            baseline = baseline_mod.load(args.baseline)
+        except baseline_mod.BaselineError as exc:
+            raise UsageError(str(exc)) from None
+    policy = Policy(fallback=args.fallback or config.fallback, degraded=args.degraded or config.degraded)
     cache = _open_cache(args)
     try:
         report = check(
-            args.targets,
+            targets,
             python=args.python,
             cache=cache,
-            timeout=args.timeout,
+            timeout=args.timeout or config.timeout,
             jobs=args.jobs,
-            policy=Policy(fallback=args.fallback, degraded=args.degraded),
+            policy=policy,
             runtime=args.runtime,
         )
     except ProbeError as exc:
@@ -164,8 +193,36 @@ def _check(args: argparse.Namespace) -> int:
     finally:
         if cache is not None:
             cache.close()
+    if config.ignore or config.assume_incompatible:
+        verdicts = tuple(config_mod.apply_overrides(report.verdicts, config))
+        report = Report(report.python, verdicts, report.policy, report.elapsed_s, report.probed)
     write(report, args.format)
-    return report.exit_code(strict=args.strict)
+    code = report.exit_code(strict=args.strict)
+    if baseline is not None:
+        comparison = baseline_mod.compare(report, baseline)
+        for line in comparison.lines():
+            print(f"subcompat: {line}", file=sys.stderr)
+        if code != EXIT_USAGE:
+            code = 1 if comparison.regressions else 0
+    return code
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    from subcompat.matrix import MatrixError, load_report, merge
+
+    try:
+        table = merge([load_report(path) for path in args.reports])
+    except MatrixError as exc:
+        raise UsageError(str(exc)) from None
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(table + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    else:
+        print(table)
+    return 0
 
 
 def _cache(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Stage 5b, report: render a check run for people (text) and for tools (json)."""
+"""Stage 5b, report: render a check run for people (text, markdown) and tools (json, junit, github)."""
 
 from __future__ import annotations
 
@@ -147,8 +147,125 @@ def _culprit_lines(c: Culprit, mark: str, paint: Any) -> list[str]:
     return out
 
 
+_FAILING = (INCOMPATIBLE, CRASH, TIMEOUT)
+
+
+def _culprit_summary(c: Culprit) -> str:
+    dist = f" ({c.distribution} {c.version})" if c.distribution else ""
+    return f"{c.module}{dist}: {c.reason}"
+
+
+def render_markdown(report: Report) -> str:
+    """A table for a PR comment, with a summary line."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    counts: dict[str, int] = {}
+    for v in report.verdicts:
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    lines = [
+        f"**subcompat** on Python {report.python}: {len(report.verdicts)} target(s), {summary or 'none'}",
+        "",
+        "| Target | Verdict | Culprits | Advice |",
+        "|---|---|---|---|",
+    ]
+    for v in report.verdicts:
+        culprits = [_culprit_summary(c) for c in v.culprits]
+        culprits += [f"(degraded) {_culprit_summary(c)}" for c in v.degraded]
+        if not culprits and v.verdict not in (COMPATIBLE,):
+            culprits = [v.reason]
+        lines.append(
+            f"| `{cell(v.target)}` | {v.verdict} | {cell('<br>'.join(culprits)) or '–'} "
+            f"| {cell(advice(v, report.policy))} |"
+        )
+    return "\n".join(lines)
+
+
+def render_junit(report: Report) -> str:
+    """One testcase per target: CI systems show the culprits as test failures."""
+    import xml.etree.ElementTree as ET
+
+    failures = sum(1 for v in report.verdicts if v.verdict in _FAILING)
+    errors = sum(1 for v in report.verdicts if v.verdict == ERROR)
+    skipped = sum(1 for v in report.verdicts if v.verdict == UNSUPPORTED)
+    suites = ET.Element("testsuites")
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=f"subcompat (Python {report.python})",
+        tests=str(len(report.verdicts)),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+        time=f"{report.elapsed_s:.3f}",
+    )
+    for v in report.verdicts:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"subcompat.py{report.python}",
+            name=v.target,
+            time=f"{v.elapsed_s:.3f}",
+        )
+        detail = "\n".join(
+            f"{_culprit_summary(c)}\n  via {' -> '.join(c.chain) or c.module}"
+            + (f" ({c.import_file}:{c.import_line})" if c.import_file else "")
+            for c in (*v.culprits, *v.degraded)
+        )
+        if v.verdict in _FAILING:
+            node = ET.SubElement(case, "failure", message=v.reason[:500], type=v.verdict)
+            node.text = detail or v.reason
+        elif v.verdict == ERROR:
+            ET.SubElement(case, "error", message=v.reason[:500], type=v.verdict).text = v.reason
+        elif v.verdict == UNSUPPORTED:
+            ET.SubElement(case, "skipped", message=v.reason)
+        elif v.degraded:
+            ET.SubElement(case, "system-out").text = "degraded:\n" + detail
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode")
+
+
+def _gh_escape(text: str, *, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def render_github(report: Report) -> str:
+    """Workflow annotations at the import line that pulls each culprit in."""
+    out = []
+    for v in report.verdicts:
+        level = {DEGRADED: "warning", UNSUPPORTED: "notice"}.get(v.verdict, "error")
+        if v.verdict == COMPATIBLE:
+            continue
+        culprits = (*v.culprits, *v.degraded) or (None,)
+        for c in culprits:
+            props = [f"title={_gh_escape(f'subcompat: {v.target} is {v.verdict}', prop=True)}"]
+            if c is not None and c.import_file:
+                path = c.import_file
+                if os.path.isabs(path) and path.startswith(os.getcwd() + os.sep):
+                    path = os.path.relpath(path)
+                props.insert(0, f"file={_gh_escape(path, prop=True)}")
+                if c.import_line:
+                    props.insert(1, f"line={c.import_line}")
+            message = _culprit_summary(c) if c is not None else v.reason
+            message += f" -> {advice(v, report.policy)}"
+            out.append(f"::{level} {','.join(props)}::{_gh_escape(message)}")
+    return "\n".join(out)
+
+
+RENDERERS = {
+    "json": render_json,
+    "markdown": render_markdown,
+    "junit": render_junit,
+    "github": render_github,
+}
+FORMATS = ("text", *RENDERERS)
+
+
 def write(report: Report, fmt: str, stream: IO[str] = sys.stdout) -> None:
-    if fmt == "json":
-        stream.write(render_json(report) + "\n")
-    else:
+    if fmt == "text":
         stream.write(render_text(report, colour=use_colour(stream)) + "\n")
+    else:
+        stream.write(RENDERERS[fmt](report) + "\n")

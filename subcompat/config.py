@@ -1,0 +1,211 @@
+"""``[tool.subcompat]`` in the project's pyproject.toml.
+
+[tool.subcompat]
+jobs = ["myapp.jobs"]          # modules, or packages (= all their modules)
+fallback = "process"           # or "thread"
+degraded = "fallback"          # or "subinterpreter"
+timeout = 30
+assume_incompatible = [{module = "legacy_ext", reason = "segfaults under load"}]
+ignore = [{module = "psycopg_binary.pq", reason = "pure-Python psycopg is fine here"}]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.machinery
+import os
+import pkgutil
+import sys
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from subcompat.verdict import COMPATIBLE, DEGRADED, INCOMPATIBLE, Culprit, Verdict
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Override:
+    module: str
+    reason: str
+
+    def matches(self, module: str) -> bool:
+        return module == self.module or module.startswith(self.module + ".")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None = None
+    jobs: tuple[str, ...] = ()
+    fallback: str = "process"
+    degraded: str = "fallback"
+    timeout: float = 30.0
+    assume_incompatible: tuple[Override, ...] = ()
+    ignore: tuple[Override, ...] = ()
+
+
+_KEYS = {"jobs", "fallback", "degraded", "timeout", "assume_incompatible", "ignore"}
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(start: Path | None = None) -> Config:
+    """The nearest pyproject.toml's ``[tool.subcompat]``; defaults if there is none."""
+    path = find_pyproject(start)
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML ({exc})") from None
+    table = data.get("tool", {}).get("subcompat")
+    if table is None:
+        return Config(path=str(path))
+    return parse(table, str(path))
+
+
+def parse(table: Any, path: str | None = None) -> Config:
+    prefix = "tool.subcompat"
+    if not isinstance(table, dict):
+        raise ConfigError(prefix, "must be a table")
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}", f"unknown key (valid: {', '.join(sorted(_KEYS))})")
+    jobs = table.get("jobs", [])
+    if not isinstance(jobs, list) or not all(isinstance(j, str) and j for j in jobs):
+        raise ConfigError(f"{prefix}.jobs", "must be a list of module or package names")
+    fallback = table.get("fallback", "process")
+    if fallback not in ("process", "thread"):
+        raise ConfigError(f"{prefix}.fallback", f"must be 'process' or 'thread', not {fallback!r}")
+    degraded = table.get("degraded", "fallback")
+    if degraded not in ("fallback", "subinterpreter"):
+        raise ConfigError(f"{prefix}.degraded", f"must be 'fallback' or 'subinterpreter', not {degraded!r}")
+    timeout = table.get("timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"{prefix}.timeout", f"must be a positive number of seconds, not {timeout!r}")
+    return Config(
+        path=path,
+        jobs=tuple(jobs),
+        fallback=fallback,
+        degraded=degraded,
+        timeout=float(timeout),
+        assume_incompatible=_overrides(table, "assume_incompatible"),
+        ignore=_overrides(table, "ignore"),
+    )
+
+
+def _overrides(table: dict[str, Any], key: str) -> tuple[Override, ...]:
+    entries = table.get(key, [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"tool.subcompat.{key}", "must be a list of {module = ..., reason = ...} tables")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"tool.subcompat.{key}[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("module"), str) or not entry["module"]:
+            raise ConfigError(where, 'needs a module name: {module = "name", reason = "why"}')
+        reason = entry.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(where, f"a reason is required for {entry['module']!r}")
+        extra = sorted(set(entry) - {"module", "reason"})
+        if extra:
+            raise ConfigError(f"{where}.{extra[0]}", "unknown key (valid: module, reason)")
+        out.append(Override(entry["module"], reason.strip()))
+    return tuple(out)
+
+
+def expand_jobs(jobs: Iterable[str], search_path: Sequence[str] | None = None) -> list[str]:
+    """Packages become all their modules. Found on disk, never imported: listing jobs
+    must not run the user's code in this process."""
+    path = list(search_path) if search_path is not None else [os.getcwd(), *sys.path[1:]]
+    out: list[str] = []
+    for name in jobs:
+        spec = _find(name, path)
+        if spec is None:
+            out.append(name)  # the probe will report it as an error with its real message
+            continue
+        out.append(name)
+        if spec.submodule_search_locations is not None:
+            out.extend(_walk(name, list(spec.submodule_search_locations)))
+    return list(dict.fromkeys(out))
+
+
+def _find(name: str, path: list[str]) -> importlib.machinery.ModuleSpec | None:
+    spec = None
+    locations: list[str] | None = path
+    parts = name.split(".")
+    for i in range(len(parts)):
+        if locations is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), locations)
+        if spec is None:
+            return None
+        locations = list(spec.submodule_search_locations) if spec.submodule_search_locations else None
+    return spec
+
+
+def _walk(package: str, locations: list[str]) -> list[str]:
+    found = []
+    for info in sorted(pkgutil.iter_modules(locations), key=lambda m: m.name):
+        name = f"{package}.{info.name}"
+        found.append(name)
+        if info.ispkg:
+            found.extend(_walk(name, [os.path.join(loc, info.name) for loc in locations]))
+    return found
+
+
+def apply_overrides(verdicts: Iterable[Verdict], config: Config) -> list[Verdict]:
+    """``ignore`` accepts a known culprit; ``assume_incompatible`` forces the fallback."""
+    out = []
+    for v in verdicts:
+        notes = list(v.notes)
+        culprits = [c for c in v.culprits if not _hit(config.ignore, c.module, notes)]
+        degraded = [c for c in v.degraded if not _hit(config.ignore, c.module, notes)]
+        verdict = v.verdict
+        if verdict == INCOMPATIBLE and not culprits and v.culprits:
+            verdict = DEGRADED if degraded else COMPATIBLE
+        if verdict == DEGRADED and not degraded and v.degraded:
+            verdict = COMPATIBLE
+        tree = {e.module for e in v.extensions} | {c.module for c in (*v.culprits, *v.degraded)} | {v.target}
+        for rule in config.assume_incompatible:
+            hits = sorted(m for m in tree if rule.matches(m))
+            if hits:
+                culprits.append(
+                    Culprit(hits[0], None, None, None, f"assumed incompatible by config: {rule.reason}")
+                )
+                if verdict in (COMPATIBLE, DEGRADED):
+                    verdict = INCOMPATIBLE
+        if verdict != v.verdict or notes != list(v.notes) or len(culprits) != len(v.culprits):
+            reason = v.reason if verdict == v.verdict else f"{v.reason} (overridden by config)"
+            v = dataclasses.replace(
+                v,
+                verdict=verdict,
+                reason=reason,
+                culprits=tuple(culprits),
+                degraded=tuple(degraded),
+                notes=tuple(notes),
+            )
+        out.append(v)
+    return out
+
+
+def _hit(rules: Sequence[Override], module: str, notes: list[str]) -> bool:
+    for rule in rules:
+        if rule.matches(module):
+            notes.append(f"ignored culprit {module}: {rule.reason}")
+            return True
+    return False
