@@ -113,7 +113,7 @@ def probe_package(python: str, name: str, imports: list[str], timeout: float) ->
         proc = subprocess.run(
             [sys.executable, "-m", "subcompat", "check", *imports, "--python", vpy, "--format", "json",
              "--no-cache", "--timeout", str(timeout)],
-            capture_output=True, text=True, cwd="/tmp",
+            capture_output=True, text=True, cwd=str(venv),  # an empty cwd: nothing to shadow
         )
         try:
             record["report"] = json.loads(proc.stdout)
@@ -136,7 +136,8 @@ def _cell(record: dict) -> tuple[str, list[str], list[str]]:
         if order.index(m["verdict"]) > order.index(worst):
             worst = m["verdict"]
         for c in m["culprits"]:
-            culprits.append(f"`{c['module']}` ({c.get('kind') or c['reason'][:60]})")
+            why = ", ".join(x for x in (c.get("kind"), c.get("toolchain")) if x) or c["reason"][:60]
+            culprits.append(f"`{c['module']}` ({why})")
         for d in m["degraded"]:
             degraded.append(f"`{d['module']}`")
     return worst, culprits, degraded
@@ -177,6 +178,8 @@ def write_markdown(records: list[dict], pythons: list[str], dest: Path) -> None:
             verdicts.append(f"**{v}**" if v in ("incompatible", "crash", "timeout") else v)
             culprits.extend(x for x in c if x not in culprits)
             degraded.extend(x for x in d if x not in degraded)
+        if len(culprits) > 6:
+            culprits = culprits[:6] + [f"… and {len(culprits) - 6} more"]
         lines.append(f"| {pkg} | {version} | " + " | ".join(verdicts)
                      + f" | {'<br>'.join(culprits) or '–'} | {', '.join(degraded) or '–'} |")
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
