@@ -244,6 +244,7 @@ def _trial(P):
                     # goes to a fresh interpreter
                     leftover = [list(q) for q in queue]
                     break
+                entry["failures"] = failures[n_fail:]  # swallowed ones: degraded
                 lazy_results.append(entry)
                 scan()
     finally:

@@ -355,6 +355,7 @@ class Prober:
 
         def absorb(raw: dict[str, Any], in_sub: bool = True) -> None:
             failed = {f["name"] for f in raw.get("failures", ())}
+            failed.update(f["name"] for lz in raw.get("lazy", ()) for f in lz.get("failures", ()))
             for m in raw.get("modules", ()):
                 info = ModuleInfo.from_json(m)
                 modules.setdefault(info.name, info)

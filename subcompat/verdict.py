@@ -371,6 +371,8 @@ def decide(result: ProbeResult) -> Verdict:
                 worse(INCOMPATIBLE, f"{name} loaded only on retry after failing")
             elif SUBINTERP_MESSAGE in f["msg"] or _loads_in_main(result, name):
                 c = culprit_from(name, f.get("file"), f, DEGRADED)
+                if t.edge is not None:  # reached through a deferred import: point at it
+                    c = dataclasses.replace(c, import_file=t.edge.file, import_line=t.edge.line)
                 degraded[name] = dataclasses.replace(c, reason="skipped (package fell back): " + c.reason)
                 worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
 

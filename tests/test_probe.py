@@ -321,3 +321,11 @@ def test_probe_a_venv_without_subcompat_installed(probe_app, tmp_path):
     again = probe_app.check("json", "sc_single", python=python)
     assert all(v.cached for v in again.values())
     assert probe.STATS["children_started"] == started  # interpreter identity came from the cache
+
+
+def test_deferred_import_of_a_soft_fallback_package_is_degraded(probe_app):
+    probe_app.write({"jobs.later": "def job():\n    import sc_softpkg\n    return sc_softpkg.dumps(1)\n"})
+    v = probe_app.check("jobs.later")["jobs.later"]
+    assert v.verdict == DEGRADED
+    assert [d.module for d in v.degraded] == ["sc_softpkg._speedups"]
+    assert v.degraded[0].import_line == 2
