@@ -369,7 +369,7 @@ class Prober:
         absorb(job.raw)
         trials.extend(self._lazy_trials(job.raw))
         self._drain(module, job.raw.get("pending", []), [], trials, absorb)
-        if any(t.status not in ("ok", "missing") or t.failures for t in trials):
+        if self._needs_main(trials):
             # Something failed: is it broken in the main interpreter too, and which
             # extensions of the tree did the sub-interpreter never reach?
             lazy_failed = [
@@ -391,6 +391,19 @@ class Prober:
         return ProbeResult(
             target, interp, tree, tuple(trials), time.perf_counter() - started, frozenset(loaded)
         )
+
+    @staticmethod
+    def _needs_main(trials: list[Trial]) -> bool:
+        """Only a failure makes the main-interpreter import worth its cost: to tell a
+        module broken everywhere from one broken here, and to reach the extensions the
+        sub-interpreter never got to. An import that succeeded while skipping
+        accelerators with the sub-interpreter message needs neither."""
+        for t in trials:
+            if t.status not in ("ok", "missing"):
+                return True
+            if any(SUBINTERP_MESSAGE not in f.get("msg", "") for f in t.failures):
+                return True
+        return False
 
     def _drain(
         self,
