@@ -164,7 +164,7 @@ class ProbeBench:
         return wall
 
     # -- item 1 -------------------------------------------------------------------
-    def item1(self, repeats: int, lazy: dict[str, list[str]], log=print, serial: bool = True) -> dict:  # noqa: ANN001
+    def item1(self, repeats: int, lazy: dict[str, list[str]], log=print, with_serial: bool = True) -> dict:  # noqa: ANN001
         # one untimed round: the OS file cache, not the first timed run, pays for disk
         self.naive()
         self.floor()
@@ -183,7 +183,7 @@ class ProbeBench:
             wall, rep = self.check("--no-cache")
             cold.append(wall)
             cold_internal.append(rep["elapsed_s"])
-            if serial and r < max(1, repeats // 2):  # the serial check is 2x slower: half the repeats
+            if with_serial and r < max(1, repeats // 2):  # the serial check is 2x slower: half the repeats
                 wall, _ = self.check("--no-cache", "--jobs", "1")
                 serial.append(wall)
             log(

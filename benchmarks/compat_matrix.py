@@ -90,8 +90,9 @@ def find_pythons() -> list[str]:
 
 
 def probe_package(python: str, name: str, imports: list[str], timeout: float) -> dict:
-    tag = subprocess.check_output([python, "-c", "import sys;print('%d.%d.%d'%sys.version_info[:3])"],
-                                  text=True).strip()
+    tag = subprocess.check_output(
+        [python, "-c", "import sys;print('%d.%d.%d'%sys.version_info[:3])"], text=True
+    ).strip()
     slug = name.replace("[", "_").replace("]", "")
     out = WORK / tag / f"{slug}.json"
     if out.exists():
@@ -101,19 +102,35 @@ def probe_package(python: str, name: str, imports: list[str], timeout: float) ->
     started = time.perf_counter()
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
     vpy = str(venv / "bin" / "python")
-    install = subprocess.run([vpy, "-m", "pip", "install", "-q", "--only-binary", ":all:", name],
-                             capture_output=True, text=True)
+    install = subprocess.run(
+        [vpy, "-m", "pip", "install", "-q", "--only-binary", ":all:", name], capture_output=True, text=True
+    )
     record: dict = {"package": name, "python": tag, "imports": imports}
     if install.returncode != 0:
         record.update(status="no-wheel", detail=(install.stderr.strip().splitlines() or [""])[-1][:200])
     else:
         dist = name.split("[")[0]
         record["version"] = subprocess.check_output(
-            [vpy, "-c", f"import importlib.metadata as m;print(m.version({dist!r}))"], text=True).strip()
+            [vpy, "-c", f"import importlib.metadata as m;print(m.version({dist!r}))"], text=True
+        ).strip()
         proc = subprocess.run(
-            [sys.executable, "-m", "subcompat", "check", *imports, "--python", vpy, "--format", "json",
-             "--no-cache", "--timeout", str(timeout)],
-            capture_output=True, text=True, cwd=str(venv),  # an empty cwd: nothing to shadow
+            [
+                sys.executable,
+                "-m",
+                "subcompat",
+                "check",
+                *imports,
+                "--python",
+                vpy,
+                "--format",
+                "json",
+                "--no-cache",
+                "--timeout",
+                str(timeout),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=str(venv),  # an empty cwd: nothing to shadow
         )
         try:
             record["report"] = json.loads(proc.stdout)
@@ -160,7 +177,8 @@ def write_markdown(records: list[dict], pythons: list[str], dest: Path) -> None:
         "(own GIL, multi-phase check on). This file is produced outside CI (it downloads "
         "every package) and committed.",
         "",
-        "| Package | Version | " + " | ".join(f"Python {p}" for p in pythons)
+        "| Package | Version | "
+        + " | ".join(f"Python {p}" for p in pythons)
         + " | Culprit extensions (why) | Degraded accelerators |",
         "|---|---|" + "---|" * len(pythons) + "---|---|",
     ]
@@ -180,8 +198,11 @@ def write_markdown(records: list[dict], pythons: list[str], dest: Path) -> None:
             degraded.extend(x for x in d if x not in degraded)
         if len(culprits) > 6:
             culprits = culprits[:6] + [f"… and {len(culprits) - 6} more"]
-        lines.append(f"| {pkg} | {version} | " + " | ".join(verdicts)
-                     + f" | {'<br>'.join(culprits) or '–'} | {', '.join(degraded) or '–'} |")
+        lines.append(
+            f"| {pkg} | {version} | "
+            + " | ".join(verdicts)
+            + f" | {'<br>'.join(culprits) or '–'} | {', '.join(degraded) or '–'} |"
+        )
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     lines[2:2] = [f"**{len(PACKAGES)} packages; {summary}.**", ""]
     dest.write_text("\n".join(lines) + "\n")
@@ -198,13 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     if not pythons:
         print("compat_matrix: no Python >= 3.13 found", file=sys.stderr)
         return 2
-    work = [(py, name, imports) for py in pythons for name, imports in PACKAGES.items()
-            if not args.only or name in args.only]
+    work = [
+        (py, name, imports)
+        for py in pythons
+        for name, imports in PACKAGES.items()
+        if not args.only or name in args.only
+    ]
     records = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for record in pool.map(lambda w: probe_package(w[0], w[1], w[2], args.timeout), work):
-            print(f"{record['python']} {record['package']:<20} {record['status']:<10} "
-                  f"{_cell(record)[0]:<12} {record['seconds']}s", flush=True)
+            print(
+                f"{record['python']} {record['package']:<20} {record['status']:<10} "
+                f"{_cell(record)[0]:<12} {record['seconds']}s",
+                flush=True,
+            )
             records.append(record)
     tags = sorted({r["python"] for r in records})
     write_markdown(records, tags, Path(args.output))
