@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 from collections import Counter
 from typing import Any
@@ -133,8 +132,7 @@ class AutoFallbackExecutor(Executor):
         return jobs
 
     def get_default_concurrency(self) -> int:
-        cpus = os.process_cpu_count() if hasattr(os, "process_cpu_count") else os.cpu_count()
-        return min(32, (cpus or 1) + 4)
+        return ThreadedExecutor.get_default_concurrency(self)  # chancy's own default (CPUs + 4)
 
     async def cancel(self, ref: Reference) -> None:
         for job in list(self._waiting.values()):
