@@ -57,6 +57,35 @@ class CacheWarning(UserWarning):
     pass
 
 
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def _set_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """WAL is persistent in the file; switching to it needs a moment with no other reader, and
+    SQLite reports "locked" at once instead of waiting, so back off and try again."""
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Only a damaged file is moved aside; busy, locked or I/O errors are someone else's write."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _CORRUPT_CODES
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
 def default_dir() -> Path:
     env = os.environ.get("SUBCOMPAT_CACHE_DIR")
     if env:
@@ -148,6 +177,8 @@ class Cache:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
             self._quarantine(exc)
             self._db = self._open()
         return self._db
@@ -156,27 +187,42 @@ class Cache:
         db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA_SQL)
-            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('writer', ?)", (__version__,))
-            elif row[0] != str(SCHEMA):
-                warnings.warn(
-                    f"subcompat cache {self.path} has schema {row[0]}, expected {SCHEMA}: rebuilt",
-                    CacheWarning,
-                    stacklevel=4,
-                )
-                db.executescript(
-                    "DROP TABLE jobs; DROP TABLE extensions; DROP TABLE interpreters;DELETE FROM meta;"
-                )
-                db.executescript(_SCHEMA_SQL)
-                db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            _set_wal(db)
+            # One write transaction taken up front: two processes creating the cache at once
+            # queue on the lock instead of failing with "database is locked".
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         except sqlite3.DatabaseError:
             db.close()
             raise
         return db
+
+    def _ensure_schema(self, db: sqlite3.Connection) -> None:
+        for statement in _SCHEMA_SQL.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('writer', ?)", (__version__,))
+        elif row[0] != str(SCHEMA):
+            warnings.warn(
+                f"subcompat cache {self.path} has schema {row[0]}, expected {SCHEMA}: rebuilt",
+                CacheWarning,
+                stacklevel=5,
+            )
+            for table in ("jobs", "extensions", "interpreters"):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute("DELETE FROM meta")
+            for statement in _SCHEMA_SQL.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
 
     def _quarantine(self, exc: Exception) -> None:
         """Move a corrupt cache aside (kept for inspection) and start a new one."""
@@ -200,9 +246,7 @@ class Cache:
                 try:
                     return self._connect().execute(sql, args).fetchall()
                 except sqlite3.DatabaseError as exc:
-                    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                        raise
-                    if attempt == 2:
+                    if attempt == 2 or not _is_corrupt(exc):
                         raise
                     self._quarantine(exc)
         return []

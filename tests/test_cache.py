@@ -132,6 +132,7 @@ from subcompat.verdict import Verdict
 cache = Cache(sys.argv[1])
 for i in range(200):
     cache.put_job("interp", "env", Verdict(f"{sys.argv[2]}.job{i}", "compatible", "3.13.0"))
+cache.close()
 print("done")
 """
 
@@ -148,6 +149,8 @@ def test_two_processes_writing_at_once(tmp_path):
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    assert not any("Warning" in err for _, err in outs), outs  # nothing moved aside
+    assert [p.name for p in tmp_path.iterdir() if "corrupt" in p.name] == []
     jobs = Cache(tmp_path).summary()["jobs"]
     assert len(jobs) == 400
     assert {j["target"].split(".")[0] for j in jobs} == {"first", "second"}
