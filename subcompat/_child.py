@@ -9,6 +9,7 @@ this process, the parent reads the breadcrumb file to name the extension.
 Stdlib only: the target may be a venv where subcompat is not installed.
 """
 
+import ast
 import importlib.util
 import json
 import os
@@ -56,31 +57,66 @@ class Backend:
         if self.name is None:
             self.unsupported = "this interpreter was built without sub-interpreter support"
 
-    def run(self, code, *, shared_gil=False):
-        """Run ``code`` in a fresh interpreter; return the uncaught error text or None."""
+    def open(self, *, shared_gil=False):
+        """A fresh interpreter; run steps in it with ``exec``, then ``close`` it."""
         if shared_gil or self._high is None:
-            low = self._low
-            config = low.new_config("isolated")
-            if shared_gil:
-                config.gil = "shared"
-            iid = low.create(config)
-            try:
-                failed = low.exec(iid, code)
-                return None if failed is None else getattr(failed, "formatted", str(failed))
-            finally:
-                low.destroy(iid)
-        interp = self._high.create()
-        try:
-            interp.exec(code)
-            return None
-        except self._high.ExecutionFailed as exc:
-            return str(exc)
-        finally:
-            interp.close()
+            return _LowSession(self._low, shared_gil)
+        return _HighSession(self._high)
 
     @property
     def can_classify(self):
         return self._low is not None and hasattr(self._low, "new_config")
+
+
+class _LowSession:
+    """3.13: the private ``_interpreters`` module (also 3.14, for a shared-GIL config)."""
+
+    def __init__(self, low, shared_gil):
+        self._low = low
+        config = low.new_config("isolated")
+        if shared_gil:
+            config.gil = "shared"
+        self._iid = low.create(config)
+
+    def exec(self, code):
+        """Run ``code`` in the interpreter's ``__main__``; the uncaught error text, or None."""
+        failed = self._low.exec(self._iid, code)
+        return None if failed is None else getattr(failed, "formatted", str(failed))
+
+    def close(self):
+        self._low.destroy(self._iid)
+
+
+class _HighSession:
+    """3.14+: ``concurrent.interpreters`` (PEP 734)."""
+
+    def __init__(self, high):
+        self._high = high
+        self._interp = high.create()
+
+    def exec(self, code):
+        try:
+            self._interp.exec(code)
+            return None
+        except self._high.ExecutionFailed as exc:
+            return str(exc)
+
+    def close(self):
+        self._interp.close()
+
+
+class _MainSession:
+    """This process's main interpreter (is the module broken everywhere?)."""
+
+    def __init__(self):
+        self._namespace = {"__name__": "__subcompat_trial__"}
+
+    def exec(self, code):
+        exec(compile(code, "<subcompat-trial>", "exec"), self._namespace)
+        return None
+
+    def close(self):
+        self._namespace.clear()
 
 
 def describe_interpreter(backend, sys_path):
@@ -109,6 +145,7 @@ class Child:
             self.trial_source = fh.read()
         self._dists = None
         self._dist_memo = {}
+        self._scan_memo = {}
         self.sys_path = [os.getcwd() if p == "" else p for p in sys.path]
         self.counter = 0
 
@@ -120,20 +157,29 @@ class Child:
         if self.backend.unsupported and req.get("where") != "main":
             raise RuntimeError(self.backend.unsupported)
         self.counter += 1
-        result_path = req["workdir"] + "/result-%d-%d.json" % (os.getpid(), self.counter)
+        result_path = req["workdir"] + "/result-%d-%d.txt" % (os.getpid(), self.counter)
         params = {k: v for k, v in req.items() if k not in ("v", "id", "op", "workdir")}
         params.update(sys_path=req.get("sys_path") or self.sys_path, result=result_path)
-        code = "PARAMS = " + repr(params) + "\n" + self.trial_source
-        if req.get("where") == "main":  # this process's main interpreter: broken everywhere?
-            exec(compile(code, "<subcompat-trial>", "exec"), {"__name__": "__subcompat_trial__"})
-            uncaught = None
+        if req.get("where") == "main":
+            session = _MainSession()
         else:
-            uncaught = self.backend.run(code, shared_gil=bool(req.get("shared_gil")))
+            session = self.backend.open(shared_gil=bool(req.get("shared_gil")))
         try:
-            with open(result_path, encoding="utf-8") as fh:
-                result = json.load(fh)
-            os.unlink(result_path)
-        except (OSError, ValueError):
+            uncaught = session.exec("PARAMS = %r\n%s\n_begin(PARAMS)\n" % (params, self.trial_source))
+            step = self._read(result_path)
+            leftover = []
+            if step is not None and step["scan"]:
+                leftover = self._deferred(session, params, step, result_path)
+            if step is not None:
+                uncaught = session.exec("_finish(%r)\n" % (leftover,))
+            result = self._read(result_path)
+        finally:
+            session.close()
+            try:
+                os.unlink(result_path)
+            except OSError:
+                pass
+        if result is None:
             raise RuntimeError("trial left no result: %s" % (uncaught or "unknown failure"))
         result["modules"] = [self._describe(name, file, ext) for name, file, ext in result["modules"]]
         present = {m["name"] for m in result["modules"]}
@@ -143,6 +189,67 @@ class Child:
                 present.add(f["name"])
                 result["modules"].append(self._describe(f["name"], f["file"], True))
         return result
+
+    def _deferred(self, session, params, step, result_path):
+        """Feed the interpreter the deferred imports of its first-party modules, batch by
+        batch, until none is new; return what is left after a failure."""
+        seen = set()
+        scanned = set()
+        queue = [list(x) for x in params.get("pending") or ()]
+        queue += self._scan(params.get("sources") or (), scanned, seen)
+        queue += self._scan(step["new"], scanned, seen)
+        while queue:
+            session.exec("_lazy_step(%r)\n" % (queue,))
+            step = self._read(result_path)
+            if step is None:
+                return []
+            more = self._scan(step["new"], scanned, seen)
+            if step["failed"]:
+                return step["leftover"] + more
+            queue = more
+        return []
+
+    def _scan(self, sources, scanned, seen):
+        out = []
+        for entry in sources:
+            mod_name, file, is_pkg = entry[0], entry[1], entry[2]
+            all_imports = bool(entry[3]) if len(entry) > 3 else False
+            if file in scanned or self.locator.origin(file) != "first_party":
+                continue
+            scanned.add(file)
+            for lz in self._lazy_in(mod_name, file, is_pkg, all_imports):
+                key = (lz[0], tuple(lz[1]))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(lz)
+        return out
+
+    def _lazy_in(self, mod_name, file, is_pkg, all_imports):
+        """Deferred imports of one file, parsed once per content (stat) for this child."""
+        try:
+            st = os.stat(file)
+        except OSError:
+            return []
+        key = (mod_name, file, is_pkg, all_imports, st.st_mtime_ns, st.st_size)
+        found = self._scan_memo.get(key)
+        if found is None:
+            found = self._scan_memo[key] = [
+                [lz.module, list(lz.fromlist), lz.edge.importer, lz.edge.file, lz.edge.line, lz.edge.how]
+                for lz in self.discover.scan_lazy_imports(
+                    mod_name, file, is_package=is_pkg, all_imports=all_imports
+                )
+            ]
+        return found
+
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+            os.unlink(path)
+            return ast.literal_eval(text)
+        except (OSError, ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
 
     # -- helpers -----------------------------------------------------------
     def _describe(self, name, file, is_ext):

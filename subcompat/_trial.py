@@ -1,8 +1,12 @@
 """Runs inside one fresh sub-interpreter: import one candidate and report what happened.
 
-The probe child executes this file's source in a new interpreter with ``PARAMS`` bound.
-Stdlib only, and nothing imported before the candidate that the candidate might need
-to import itself: the interpreter must stay as fresh as the job will find it.
+The probe child executes this file's source in a new interpreter, then drives it in
+steps: ``_begin(PARAMS)`` imports the candidate, ``_lazy_step(batch)`` imports deferred
+targets that the child found by scanning first-party source in *its* main interpreter
+(the parser and its memo live there, not in every sub-interpreter), ``_finish(leftover)``
+writes the report. Each step writes a Python literal to ``PARAMS["result"]`` (no json:
+it would import ``re`` into an interpreter that must stay as fresh as the job finds it).
+Stdlib only, and nothing imported before the candidate that the candidate might need.
 
 Two hooks make the report exact:
 - a ``sys.meta_path`` tracer records who imported each module (file and line);
@@ -15,14 +19,33 @@ Two hooks make the report exact:
 import sys
 
 
-def _trial(P):
+def _literal(obj):
+    """``repr`` restricted to literals, safe for str/int subclasses from foreign code."""
+    if obj is None or obj is True or obj is False:
+        return repr(obj)
+    if isinstance(obj, str):
+        return str.__repr__(obj)
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if isinstance(obj, dict):
+        return "{" + ", ".join(_literal(k) + ": " + _literal(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return "[" + ", ".join(_literal(x) for x in obj) + "]"
+    return str.__repr__(str(obj))
+
+
+def _write(P, data):
+    with open(P["result"], "w", encoding="utf-8") as fh:
+        fh.write(_literal(data))
+
+
+def _begin(P):
     import os
 
     sys.path[:] = P["sys_path"]
     import importlib
     import importlib.machinery as machinery
     import importlib.util
-    import traceback  # before the snapshot: needed to describe failures
 
     crumb_path = P["breadcrumb"]
 
@@ -111,12 +134,13 @@ def _trial(P):
             seen.add(id(cur))
             chain.append({"type": type(cur).__name__, "msg": str(cur)})
             cur = cur.__cause__ or cur.__context__
-        return {
-            "type": type(exc).__name__,
-            "msg": str(exc),
-            "chain": chain,
-            "traceback": "".join(traceback.format_exception(exc))[-4000:],
-        }
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = None
+        if tb is not None:
+            where = "%s:%s" % (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        return {"type": type(exc).__name__, "msg": str(exc), "chain": chain, "where": where}
 
     def import_one(name, fromlist, function=None):
         if fromlist:  # exactly what `from name import a, b` does
@@ -152,108 +176,103 @@ def _trial(P):
     error = None
     mode = P["mode"]
     name = P["name"]
-    lazy_results = []
-    main_failures = []
-    leftover = []  # lazy candidates not tried here because one failed first
-    tool_modules = set()
     try:
+        if preload_error is not None:  # the runtime itself cannot load here
+            failures[:] = baseline
+            error = preload_error
+        elif mode == "job":
+            import_one(name, (), P.get("function"))
+        elif mode == "load":  # one extension on its own, by file, no parent package code
+            spec = importlib.util.spec_from_file_location(name, P["file"])
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        elif mode != "lazy":
+            raise ValueError(f"unknown trial mode {mode!r}")
+    except BaseException as exc:  # the candidate's failure is the data we came for
+        error = describe(exc)
+
+    S = globals()["_S"] = {
+        "P": P,
+        "error": error,
+        "before": before,
+        "reported": set(before),
+        "main_failures": list(failures),  # lazy imports carry their own
+        "failures": failures,
+        "baseline": baseline,
+        "preload_error": preload_error,
+        "edges": edges,
+        "loads": loads,
+        "lazy": [],
+        "describe": describe,
+        "import_one": import_one,
+        "missing_only": missing_only,
+        "crumb": crumb,
+        "undo": (Tracer, loader_cls, orig_create, orig_exec),
+    }
+    scan = error is None and mode in ("job", "lazy") and P.get("lazy", True)
+    _write(P, {"scan": scan, "new": _new_sources(S) if scan else []})
+
+
+def _new_sources(S):
+    """Python modules loaded since the last report: the child scans the first-party ones."""
+    out = []
+    for mod_name in list(sys.modules):
+        if mod_name in S["reported"]:
+            continue
+        S["reported"].add(mod_name)
+        file = getattr(sys.modules.get(mod_name), "__file__", None)
+        if file and file.endswith(".py"):
+            out.append([mod_name, file, file.endswith("__init__.py")])
+    return out
+
+
+def _lazy_step(batch):
+    """Import deferred targets in order; stop at the first real failure (never retry here)."""
+    S = _S  # noqa: F821 - set by _begin in this interpreter
+    P = S["P"]
+    failures = S["failures"]
+    skip = set(P.get("skip") or ())
+    leftover = []
+    failed = False
+    for i, (lz_name, fromlist, importer, file, line, how) in enumerate(batch):
+        mod = sys.modules.get(lz_name)
+        if mod is not None and all(hasattr(mod, a) for a in fromlist):
+            continue
+        if lz_name in skip:  # it already crashed or hung a probe: never again
+            continue
+        for target in (lz_name, *(lz_name + "." + a for a in fromlist)):
+            S["edges"].setdefault(target, [importer, file, line, how])
+        entry = {"module": lz_name, "fromlist": list(fromlist), "edge": [importer, file, line, how]}
+        n_fail = len(failures)
+        S["crumb"]("*" + lz_name)
         try:
-            if preload_error is not None:  # the runtime itself cannot load here
-                failures[:] = baseline
-                error = preload_error
-            elif mode == "job":
-                import_one(name, (), P.get("function"))
-            elif mode == "load":  # one extension on its own, by file, no parent package code
-                spec = importlib.util.spec_from_file_location(name, P["file"])
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                spec.loader.exec_module(module)
-            elif mode != "lazy":
-                raise ValueError(f"unknown trial mode {mode!r}")
-        except BaseException as exc:  # the candidate's failure is the data we came for
-            error = describe(exc)
+            S["import_one"](lz_name, fromlist)
+        except BaseException as exc:
+            entry["error"] = S["describe"](exc)
+            entry["failures"] = failures[n_fail:]
+            entry["missing"] = S["missing_only"](exc, lz_name) and len(failures) == n_fail
+            S["lazy"].append(entry)
+            if entry["missing"]:
+                continue
+            leftover = [list(q) for q in batch[i + 1 :]]
+            failed = True
+            break
+        entry["failures"] = failures[n_fail:]  # swallowed ones: degraded
+        S["lazy"].append(entry)
+    _write(P, {"new": _new_sources(S), "failed": failed, "leftover": leftover})
 
-        main_failures = list(failures)  # lazy imports below carry their own
-        if error is None and mode in ("job", "lazy") and P.get("lazy", True):
-            pre_tool = set(sys.modules)
-            spec = importlib.util.spec_from_file_location("_subcompat_discover", P["discover"])
-            disc = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = disc
-            spec.loader.exec_module(disc)
-            tool_modules = set(sys.modules) - pre_tool
-            locator = disc.Locator()
-            scanned = set()
-            seen_lazy = set()
-            queue = [tuple(x) for x in P.get("pending") or ()]
-            skip = set(P.get("skip") or ())
 
-            def scan(extra_sources=()):
-                sources = list(extra_sources)
-                for mod_name in list(sys.modules):
-                    mod = sys.modules.get(mod_name)
-                    file = getattr(mod, "__file__", None)
-                    if mod_name in before or mod_name in tool_modules:
-                        continue
-                    if not file or not file.endswith(".py") or locator.origin(file) != "first_party":
-                        continue
-                    sources.append((mod_name, file, file.endswith("__init__.py"), False))
-                for mod_name, file, is_pkg, all_imports in sources:
-                    if file in scanned:
-                        continue
-                    scanned.add(file)
-                    for lz in disc.scan_lazy_imports(
-                        mod_name, file, is_package=is_pkg, all_imports=all_imports
-                    ):
-                        key = (lz.module, lz.fromlist)
-                        if key not in seen_lazy:
-                            seen_lazy.add(key)
-                            queue.append(
-                                (
-                                    lz.module,
-                                    list(lz.fromlist),
-                                    lz.edge.importer,
-                                    lz.edge.file,
-                                    lz.edge.line,
-                                    lz.edge.how,
-                                )
-                            )
-
-            scan(P.get("sources") or ())
-            while queue:
-                lz_name, fromlist, importer, file, line, how = queue.pop(0)
-                mod = sys.modules.get(lz_name)
-                if mod is not None and all(hasattr(mod, a) for a in fromlist):
-                    continue
-                if lz_name in skip:  # it already crashed or hung a probe: never again
-                    continue
-                for target in (lz_name, *(lz_name + "." + a for a in fromlist)):
-                    edges.setdefault(target, [importer, file, line, how])
-                entry = {"module": lz_name, "fromlist": list(fromlist), "edge": [importer, file, line, how]}
-                n_fail = len(failures)
-                crumb("*" + lz_name)
-                try:
-                    import_one(lz_name, fromlist)
-                except BaseException as exc:
-                    entry["error"] = describe(exc)
-                    entry["failures"] = failures[n_fail:]
-                    entry["missing"] = missing_only(exc, lz_name) and len(failures) == n_fail
-                    lazy_results.append(entry)
-                    if entry["missing"]:
-                        continue
-                    # never retry in an interpreter where an import failed: the rest
-                    # goes to a fresh interpreter
-                    leftover = [list(q) for q in queue]
-                    break
-                entry["failures"] = failures[n_fail:]  # swallowed ones: degraded
-                lazy_results.append(entry)
-                scan()
-    finally:
-        sys.meta_path[:] = [f for f in sys.meta_path if f is not Tracer]
-        loader_cls.create_module = orig_create
-        loader_cls.exec_module = orig_exec
+def _finish(leftover):
+    S = _S  # noqa: F821 - set by _begin in this interpreter
+    Tracer, loader_cls, orig_create, orig_exec = S["undo"]
+    sys.meta_path[:] = [f for f in sys.meta_path if f is not Tracer]
+    loader_cls.create_module = orig_create
+    loader_cls.exec_module = orig_exec
+    import importlib.machinery as machinery
 
     modules = []
-    for mod_name in sorted(set(sys.modules) - before - tool_modules):
+    for mod_name in sorted(set(sys.modules) - S["before"]):
         mod = sys.modules.get(mod_name)
         spec = getattr(mod, "__spec__", None)
         file = getattr(mod, "__file__", None) or getattr(spec, "origin", None)
@@ -263,21 +282,17 @@ def _trial(P):
             file and file.endswith(tuple(machinery.EXTENSION_SUFFIXES))
         )
         modules.append([mod_name, file, is_ext])
-    result = {
-        "error": error,
-        "modules": modules,
-        "edges": {k: v for k, v in edges.items() if k not in tool_modules},
-        "loads": loads,
-        "failures": main_failures,
-        "lazy": lazy_results,
-        "baseline": baseline,
-        "preload_error": preload_error,
-        "pending": leftover,
-    }
-    import json
-
-    with open(P["result"], "w", encoding="utf-8") as fh:
-        json.dump(result, fh)
-
-
-_trial(PARAMS)  # noqa: F821 - bound by the probe child
+    _write(
+        S["P"],
+        {
+            "error": S["error"],
+            "modules": modules,
+            "edges": S["edges"],
+            "loads": S["loads"],
+            "failures": S["main_failures"],
+            "lazy": S["lazy"],
+            "baseline": S["baseline"],
+            "preload_error": S["preload_error"],
+            "pending": leftover,
+        },
+    )

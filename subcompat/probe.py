@@ -36,7 +36,6 @@ PROTOCOL = 1
 SUBINTERP_MESSAGE = "does not support loading in subinterpreters"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CHILD = os.path.join(_HERE, "_child.py")
-_DISCOVER = os.path.join(_HERE, "discover.py")
 _BOOT = (
     "import sys;p=sys.argv[1];"
     "exec(compile(open(p,encoding='utf-8').read(),p,'exec'),"
@@ -535,7 +534,6 @@ class Prober:
                 timeout=self.timeout,
                 workdir=self.workdir,
                 breadcrumb=child.crumbs,
-                discover=_DISCOVER,
                 sys_path=self.sys_path,
                 **req,
             )
