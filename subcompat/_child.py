@@ -13,7 +13,10 @@ import ast
 import importlib.util
 import json
 import os
+import select
+import signal
 import sys
+import time
 
 PROTOCOL = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -132,6 +135,7 @@ def describe_interpreter(backend, sys_path):
         "backend": backend.name,
         "unsupported": backend.unsupported,
         "can_classify": bool(backend.unsupported is None and backend.can_classify),
+        "can_fork": hasattr(os, "fork"),
         "sys_path": sys_path,
     }
 
@@ -154,13 +158,85 @@ class Child:
         return describe_interpreter(self.backend, self.sys_path)
 
     def op_trial(self, req):
-        if self.backend.unsupported and req.get("where") != "main":
+        if self.backend.unsupported:
             raise RuntimeError(self.backend.unsupported)
+        return self._post(self._run(req, where="sub"))
+
+    def op_main(self, req):
+        """Import ``names`` in the main interpreter of a fresh process: broken everywhere?
+        The process is forked from this one, which only ever forks (no trial, no metadata
+        lookups: nothing in its ``sys.modules`` the job did not ask for), so it costs no
+        interpreter start-up; a crash or hang there is reported, not shared. The runs come
+        back raw: the parent has them described by a trial child (``op_describe``)."""
+        names = req["names"]
+        if not hasattr(os, "fork"):  # the parent started this process for this request alone
+            return {"runs": list(self._main_imports(req)), "status": "ok"}
+        stem = req["workdir"] + "/main-%d-%d" % (os.getpid(), self.counter)
+        self.counter += 1
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked process reports through files
+            code = 0
+            try:
+                for i, raw in enumerate(self._main_imports(req)):
+                    with open(stem + "-%d.tmp" % i, "w", encoding="utf-8") as fh:
+                        json.dump(raw, fh)
+                    os.replace(stem + "-%d.tmp" % i, stem + "-%d.json" % i)
+            except BaseException:
+                code = 70
+            finally:
+                os._exit(code)
+        status, sig, detail = self._wait(pid, float(req.get("timeout_s") or 30) * len(names))
+        runs = []
+        for i in range(len(names)):
+            try:
+                with open(stem + "-%d.json" % i, encoding="utf-8") as fh:
+                    runs.append(json.load(fh))
+                os.unlink(stem + "-%d.json" % i)
+            except (OSError, ValueError):
+                break
+        return {"runs": runs, "status": status, "signal": sig, "detail": detail}
+
+    def op_describe(self, req):
+        return {"result": self._post(req["result"])}
+
+    def _main_imports(self, req):
+        """The job first (with its function), then each extra name, in one main interpreter."""
+        for i, name in enumerate(req["names"]):
+            yield self._run(dict(req, name=name, function=req.get("function") if i == 0 else None), "main")
+
+    @staticmethod
+    def _wait(pid, timeout):
+        """Reap the forked import; ("ok"|"crash"|"timeout", signal, detail)."""
+        deadline = time.monotonic() + timeout
+        if hasattr(os, "pidfd_open"):
+            fd = os.pidfd_open(pid)
+            try:
+                ready = select.select([fd], [], [], max(0.0, timeout))[0]
+            finally:
+                os.close(fd)
+            done = os.waitpid(pid, 0 if ready else os.WNOHANG)
+        else:  # no pidfd: poll
+            done = os.waitpid(pid, os.WNOHANG)
+            while done[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+                done = os.waitpid(pid, os.WNOHANG)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout", None, "no answer within %gs" % timeout
+        status = done[1]
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            return "crash", sig, "killed by signal %d (%s)" % (sig, signal.Signals(sig).name)
+        code = os.WEXITSTATUS(status)
+        return ("ok", None, "") if code == 0 else ("crash", None, "exited with %d" % code)
+
+    def _run(self, req, where):
         self.counter += 1
         result_path = req["workdir"] + "/result-%d-%d.txt" % (os.getpid(), self.counter)
-        params = {k: v for k, v in req.items() if k not in ("v", "id", "op", "workdir")}
+        params = {k: v for k, v in req.items() if k not in ("v", "id", "op", "workdir", "names", "timeout_s")}
         params.update(sys_path=req.get("sys_path") or self.sys_path, result=result_path)
-        if req.get("where") == "main":
+        if where == "main":
             session = _MainSession()
         else:
             session = self.backend.open(shared_gil=bool(req.get("shared_gil")))
@@ -181,6 +257,9 @@ class Child:
                 pass
         if result is None:
             raise RuntimeError("trial left no result: %s" % (uncaught or "unknown failure"))
+        return result
+
+    def _post(self, result):
         result["modules"] = [self._describe(name, file, ext) for name, file, ext in result["modules"]]
         present = {m["name"] for m in result["modules"]}
         every_failure = result["failures"] + [f for lz in result["lazy"] for f in lz.get("failures", ())]

@@ -72,6 +72,7 @@ class Interpreter:
     unsupported: str | None
     can_classify: bool
     sys_path: tuple[str, ...] = ()
+    can_fork: bool = False  # main-interpreter imports fork from a pristine child
 
     @property
     def key(self) -> str:
@@ -567,51 +568,56 @@ class Prober:
         self, module: str, function: str | None, extra: list[str]
     ) -> tuple[list[Trial], dict[str, Any]]:
         """Import in the main interpreter of a fresh process: broken everywhere? And
-        the whole tree, with who imported what, where the sub-interpreter stopped short."""
-        child = _Child(self.python, self.workdir, self.env, self.cwd).ensure_started()
-        out: list[Trial] = []
-        raw: dict[str, Any] = {}
+        the whole tree, with who imported what, where the sub-interpreter stopped short.
+
+        Where the target can fork, each thread keeps one pristine child that only forks
+        these processes (no interpreter start-up per import); otherwise a new child."""
+        names = [module, *extra]
+        reuse = self.interpreter().can_fork
+        child = getattr(self._local, "forker", None) if reuse else None
+        if child is None:
+            child = _Child(self.python, self.workdir, self.env, self.cwd)
+            if reuse:
+                self._local.forker = child
+                with self._lock:
+                    self._children.append(child)
+        started = time.perf_counter()
         try:
-            for name in (module, *extra):
-                started = time.perf_counter()
-                try:
-                    reply = child.request(
-                        "trial",
-                        timeout=self.timeout,
-                        workdir=self.workdir,
-                        breadcrumb=child.crumbs,
-                        where="main",
-                        lazy=False,
-                        mode="job",
-                        name=name,
-                        function=function if name == module else None,
-                    )
-                except _ChildGone as gone:
-                    err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
-                    out.append(
-                        Trial(
-                            "main",
-                            name,
-                            gone.status,
-                            err,
-                            culprit=child.breadcrumb(),
-                            signal=gone.signal,
-                            elapsed_s=time.perf_counter() - started,
-                        )
-                    )
-                    break
-                if name == module:
-                    raw = reply
-                error = reply.get("error")
-                out.append(
-                    Trial(
-                        "main",
-                        name,
-                        "ok" if error is None else "failed",
-                        error,
-                        elapsed_s=time.perf_counter() - started,
-                    )
-                )
+            reply = child.ensure_started().request(
+                "main",
+                timeout=self.timeout * len(names) + 30,
+                workdir=self.workdir,
+                breadcrumb=child.crumbs,
+                lazy=False,
+                mode="job",
+                names=names,
+                function=function,
+                timeout_s=self.timeout,
+            )
+            runs, status = reply["runs"], reply["status"]
+            sig, detail = reply.get("signal"), reply.get("detail")
+        except _ChildGone as gone:
+            runs, status, sig, detail = [], gone.status, gone.signal, gone.detail
         finally:
-            child.close()
-        return out, raw
+            if not reuse:
+                child.close()
+        if runs:  # module origins and distributions, looked up outside the forking child
+            describer = self._child().ensure_started()
+            try:
+                runs = [describer.request("describe", timeout=60.0, result=r)["result"] for r in runs]
+            except _ChildGone as gone:
+                raise ProbeError(f"probe child lost while describing {module}: {gone.detail}") from None
+        elapsed = time.perf_counter() - started
+        out: list[Trial] = []
+        for name, run in zip(names, runs, strict=False):
+            error = run.get("error")
+            out.append(Trial("main", name, "ok" if error is None else "failed", error, elapsed_s=elapsed))
+        if len(runs) < len(names):
+            err = {"type": status, "msg": detail, "stderr": child.stderr_tail()}
+            culprit = child.breadcrumb()
+            out.append(
+                Trial("main", names[len(runs)], status, err, culprit=culprit, signal=sig, elapsed_s=elapsed)
+            )
+            if status == "timeout" and reuse:
+                child.kill()  # it answered, but be sure nothing it forked lingers
+        return out, (runs[0] if runs else {})

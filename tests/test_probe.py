@@ -66,6 +66,30 @@ def test_segfault_is_a_crash_and_the_probe_carries_on(probe_app):
     assert result["jobs.fine"].verdict == COMPATIBLE
 
 
+def test_main_interpreter_imports_fork_from_one_pristine_child(probe_app):
+    """The forking child survives a crash in what it forked, and each forked import sees a
+    clean main interpreter (metadata lookups happen elsewhere, so ``_datetime``, which
+    importlib.metadata pulls in, still shows up as the job's)."""
+    probe_app.write(
+        {
+            "jobs.first": "import sc_single\nimport datetime\n",
+            "jobs.crashy": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n",
+            "jobs.second": "import sc_single\nimport datetime\n",
+        }
+    )
+    with probe.Prober(jobs=1) as prober:
+        first = prober.probe("jobs.first")
+        forker = prober._local.forker.proc.pid
+        crashy = prober.probe("jobs.crashy")
+        second = prober.probe("jobs.second")
+        assert prober._local.forker.proc.pid == forker
+    (crash_main,) = [t for t in crashy.trials if t.kind == "main"]
+    assert crash_main.status == "crash" and crash_main.signal == 11
+    for result in (first, second):
+        assert [t.status for t in result.trials if t.kind == "main"] == ["ok"]
+        assert "_datetime" in {m.name for m in result.tree.modules}
+
+
 def test_hang_is_a_timeout_naming_the_extension(probe_app):
     probe_app.write({"jobs.stuck": "import sc_hang\n"})
     v = probe_app.check("jobs.stuck", timeout=3)["jobs.stuck"]
