@@ -143,15 +143,33 @@ def describe_interpreter(backend, sys_path):
 class Child:
     def __init__(self):
         self.backend = Backend()
-        self.discover = _load_sibling("discover")
-        self.locator = self.discover.Locator()
-        with open(os.path.join(HERE, "_trial.py"), encoding="utf-8") as fh:
-            self.trial_source = fh.read()
         self._dists = None
         self._dist_memo = {}
         self._scan_memo = {}
         self.sys_path = [os.getcwd() if p == "" else p for p in sys.path]
         self.counter = 0
+        self._discover = self._locator = self._trial_source = None
+
+    # Loaded on first use: a child that only forks main-interpreter imports never
+    # needs the parser, and everything it imports is in every process it forks.
+    @property
+    def discover(self):
+        if self._discover is None:
+            self._discover = _load_sibling("discover")
+        return self._discover
+
+    @property
+    def locator(self):
+        if self._locator is None:
+            self._locator = self.discover.Locator()
+        return self._locator
+
+    @property
+    def trial_source(self):
+        if self._trial_source is None:
+            with open(os.path.join(HERE, "_trial.py"), encoding="utf-8") as fh:
+                self._trial_source = fh.read()
+        return self._trial_source
 
     # -- ops ---------------------------------------------------------------
     def op_hello(self, req):

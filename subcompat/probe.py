@@ -296,6 +296,7 @@ class Prober:
         self.workdir = tempfile.mkdtemp(prefix="subcompat-")
         self._local = threading.local()
         self._children: list[_Child] = []
+        self._idle: list[_Child] = []
         self._lock = threading.Lock()
         self._ext_memo: dict[str, Trial] = {}
         self._interp: Interpreter | None = None
@@ -316,10 +317,13 @@ class Prober:
     def _child(self) -> _Child:
         child = getattr(self._local, "child", None)
         if child is None:
-            child = _Child(self.python, self.workdir, self.env, self.cwd)
-            self._local.child = child
             with self._lock:
-                self._children.append(child)
+                child = self._idle.pop() if self._idle else None
+            if child is None:
+                child = _Child(self.python, self.workdir, self.env, self.cwd)
+                with self._lock:
+                    self._children.append(child)
+            self._local.child = child
         return child
 
     def interpreter(self) -> Interpreter:
@@ -329,6 +333,9 @@ class Prober:
             except _ChildGone as gone:
                 raise ProbeError(f"{self.python} did not start a probe: {gone.detail}") from None
             self._interp = Interpreter.from_json(reply)
+            with self._lock:  # the first thread that probes takes this child over
+                self._idle.append(self._local.child)
+            self._local.child = None
         return self._interp
 
     # -- probing ------------------------------------------------------------
