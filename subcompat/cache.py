@@ -14,7 +14,6 @@ decides, so a ``touch`` does not throw a verdict away but a rebuilt wheel does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -25,12 +24,20 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from subcompat import __version__
 from subcompat.discover import ModuleInfo
 from subcompat.probe import Trial
 from subcompat.verdict import ExtensionVerdict, Verdict
+
+try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
+    from _sha2 import sha256
+except ImportError:  # pragma: no cover - a build without it
+    from hashlib import sha256
+
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA = 3
 HASH_LIMIT = 64 << 20  # bigger files are keyed on size and mtime only
@@ -137,6 +144,8 @@ def _digest(path: str, size: int) -> str | None:
         return None
     try:
         with open(path, "rb") as fh:
+            import hashlib
+
             return hashlib.file_digest(fh, "blake2b").hexdigest()[:32]
     except OSError:
         return None
@@ -155,7 +164,7 @@ def environment_key(
             list(sys_path) if sys_path is not None else None,
         ]
     )
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+    return sha256(raw.encode()).hexdigest()[:24]
 
 
 class Cache:

@@ -148,7 +148,6 @@ def _open_cache(args: argparse.Namespace):  # -> Cache | None
 
 
 def _check(args: argparse.Namespace) -> int:
-    from subcompat import baseline as baseline_mod
     from subcompat import config as config_mod
     from subcompat.check import check
     from subcompat.probe import ProbeError
@@ -170,6 +169,8 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError(f"{target!r} is not a module name (expected dotted.module or module:function)")
     baseline = None
     if args.baseline:
+        from subcompat import baseline as baseline_mod
+
         try:
             baseline = baseline_mod.load(args.baseline)
         except baseline_mod.BaselineError as exc:

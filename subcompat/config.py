@@ -14,15 +14,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.machinery
 import os
-import pkgutil
 import sys
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from subcompat.verdict import COMPATIBLE, DEGRADED, INCOMPATIBLE, Culprit, Verdict
+
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ConfigError(Exception):
@@ -70,8 +71,16 @@ def load(start: Path | None = None) -> Config:
         return Config()
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read ({exc.strerror or exc})") from None
+    if b"subcompat" not in raw:  # no table to find: skip the TOML parser (and typing) on start-up
+        return Config(path=str(path))
+    import tomllib
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"invalid TOML ({exc})") from None
     table = data.get("tool", {}).get("subcompat")
     if table is None:
@@ -160,6 +169,8 @@ def _find(name: str, path: list[str]) -> importlib.machinery.ModuleSpec | None:
 
 def _walk(package: str, locations: list[str]) -> list[str]:
     found = []
+    import pkgutil  # imports typing: only when a package is expanded
+
     for info in sorted(pkgutil.iter_modules(locations), key=lambda m: m.name):
         name = f"{package}.{info.name}"
         found.append(name)

@@ -11,14 +11,15 @@ It runs inside the *target* interpreter, loaded by file path, so it uses the std
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import os
-import site
-import sysconfig
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
+if TYPE_CHECKING:
+    import ast
+    from typing import Any
 
 __all__ = [
     "Edge",
@@ -133,6 +134,9 @@ class Locator:
     """Sorts files into stdlib / third-party / first-party for the running interpreter."""
 
     def __init__(self) -> None:
+        import site
+        import sysconfig
+
         paths = sysconfig.get_paths()
         self.stdlib = tuple({os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib") if k in paths})
         third = {os.path.realpath(paths[k]) for k in ("purelib", "platlib") if k in paths}
@@ -176,16 +180,27 @@ def _resolve(module: str | None, level: int, package: str) -> str | None:
     return ".".join(base + ([module] if module else []))
 
 
-class _Scanner(ast.NodeVisitor):
-    """Collects deferred imports from one module's AST."""
+class _Scanner:
+    """Collects deferred imports from one module's AST (``ast`` is imported only when a
+    file is scanned: the CLI's warm path never needs it)."""
 
     def __init__(self, module: str, package: str, file: str, all_imports: bool) -> None:
+        import ast
+
+        self._ast = ast
         self.module = module
         self.package = package
         self.file = file
         self.all_imports = all_imports
         self.found: list[LazyImport] = []
         self._func: list[str] = []
+
+    def visit(self, node: ast.AST) -> None:
+        getattr(self, "visit_" + type(node).__name__, self.generic_visit)(node)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        for child in self._ast.iter_child_nodes(node):
+            self.visit(child)
 
     def _add(self, name: str | None, fromlist: Iterable[str], node: ast.AST, how: str) -> None:
         if name:
@@ -199,7 +214,7 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_If(self, node: ast.If) -> None:
         test = node.test
-        name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+        name = test.id if isinstance(test, self._ast.Name) else getattr(test, "attr", None)
         if name == "TYPE_CHECKING":  # never runs
             for child in node.orelse:
                 self.visit(child)
@@ -226,16 +241,16 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        fname = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        fname = func.id if isinstance(func, self._ast.Name) else getattr(func, "attr", None)
         if fname in _IMPORT_FUNCS and node.args:
             arg = node.args[0]
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            if isinstance(arg, self._ast.Constant) and isinstance(arg.value, str):
                 name = arg.value
                 level = len(name) - len(name.lstrip("."))
                 if level:
                     package = self.package
                     for kw in node.keywords:
-                        if kw.arg == "package" and isinstance(kw.value, ast.Constant):
+                        if kw.arg == "package" and isinstance(kw.value, self._ast.Constant):
                             package = str(kw.value.value)
                     name = _resolve(name[level:] or None, level, package) or ""
                 self._add(name, (), node, "import_module")
@@ -251,6 +266,8 @@ def scan_lazy_imports(
     dynamic pass never imported (reached only through a deferred import).
     """
     try:
+        import ast
+
         with open(file, "rb") as fh:
             tree = ast.parse(fh.read(), filename=file)
     except (OSError, SyntaxError, ValueError):

@@ -14,23 +14,26 @@ never reach?) and each such extension is loaded on its own, so every culprit is 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import selectors
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
+
+try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
+    from _sha2 import sha256
+except ImportError:  # pragma: no cover - a build without it
+    from hashlib import sha256
+
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any
 
 PROTOCOL = 1
 SUBINTERP_MESSAGE = "does not support loading in subinterpreters"
@@ -78,7 +81,7 @@ class Interpreter:
     def key(self) -> str:
         """Identity for cache keys: a rebuilt or upgraded interpreter is another key."""
         raw = "|".join([self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build])
-        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+        return sha256(raw.encode()).hexdigest()[:24]
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -143,13 +146,16 @@ class _Child:
         self.workdir = workdir
         self.env = env
         self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None  # subprocess is imported when one starts
         self.crumbs = ""
         self.stderr_path = ""
         self._buf = b""
         self._ids = 0
 
     def start(self) -> None:
+        import subprocess
+        import tempfile
+
         fd, self.crumbs = tempfile.mkstemp(prefix="crumbs-", dir=self.workdir)
         os.close(fd)
         fd, self.stderr_path = tempfile.mkstemp(prefix="stderr-", dir=self.workdir)
@@ -186,6 +192,8 @@ class _Child:
             self.proc.stdin.write(line.encode())
         except (BrokenPipeError, OSError):
             self._died()
+        import selectors
+
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -254,6 +262,8 @@ class _Child:
 
     def close(self) -> None:
         if self.proc is not None:
+            import subprocess
+
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()
@@ -293,13 +303,22 @@ class Prober:
         self.recall = recall
         self.preload = tuple(preload)
         self.sys_path = list(sys_path) if sys_path is not None else None
-        self.workdir = tempfile.mkdtemp(prefix="subcompat-")
+        self._workdir: str | None = None
         self._local = threading.local()
         self._children: list[_Child] = []
         self._idle: list[_Child] = []
         self._lock = threading.Lock()
         self._ext_memo: dict[str, Trial] = {}
         self._interp: Interpreter | None = None
+
+    @property
+    def workdir(self) -> str:
+        """Scratch space for children (results, breadcrumbs), made when the first starts."""
+        if self._workdir is None:
+            import tempfile
+
+            self._workdir = tempfile.mkdtemp(prefix="subcompat-")
+        return self._workdir
 
     # -- lifecycle ----------------------------------------------------------
     def __enter__(self) -> Prober:
@@ -312,7 +331,11 @@ class Prober:
         for child in self._children:
             child.close()
         self._children.clear()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._workdir is not None:
+            import shutil
+
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def _child(self) -> _Child:
         child = getattr(self._local, "child", None)
@@ -346,6 +369,8 @@ class Prober:
             return [ProbeResult(t, interp, ModuleTree(split_target(t)[0])) for t in targets]
         if self.jobs == 1 or len(targets) == 1:
             return [self.probe(t) for t in targets]
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(self.jobs, len(targets))) as pool:
             return list(pool.map(self.probe, targets))
 
