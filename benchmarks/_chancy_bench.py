@@ -147,8 +147,9 @@ def decision_scenario(spec: dict) -> dict:
 
     - ``decision``: ``route_of(module of job.func)``, the in-memory lookup;
     - ``push``: the whole of ``AutoFallbackExecutor.push`` for a known module (lookup,
-      limit checks, the job copy that records the route in ``meta``, counters, log call)
-      up to the inner executor's ``push``, which is replaced by a no-op here.
+      limit checks, counters, log call) up to the inner executor's ``push``, which is
+      replaced by a no-op here, plus its completion hook (the job copy that records the
+      route in ``meta``) up to the inner executor's ``on_job_completed``, also a no-op.
     """
     from chancy import Queue
     from chancy.job import QueuedJob
@@ -189,11 +190,17 @@ def decision_scenario(spec: dict) -> dict:
         async def push(self, job):  # noqa: ANN001, ANN202
             return None
 
+        async def on_job_completed(self, *, job, exc=None, result=None):  # noqa: ANN001, ANN202
+            return None
+
         def __len__(self) -> int:
             return 0
 
     null = _NullInner()
     executor._inner = {name: null for name in ("subinterpreter", "process", "thread")}
+    # the completion hook the executor installs on a real inner executor, if it has one
+    hook = getattr(executor, "_completion", None)
+    complete = hook(null, reroute=True) if hook else None
     import datetime
 
     now = datetime.datetime.now(tz=datetime.UTC)
@@ -220,11 +227,12 @@ def decision_scenario(spec: dict) -> dict:
             job.func.rpartition(".")
         return (time.perf_counter_ns() - t0) / loops
 
-    async def push_loop(target) -> float:  # noqa: ANN001
+    async def push_loop(target, done) -> float:  # noqa: ANN001
         n = max(1, loops // 10)
         t0 = time.perf_counter_ns()
         for _ in range(n):
             await target.push(job)
+            await done(job=job)
         return (time.perf_counter_ns() - t0) / n
 
     decide = [decide_loop() for _ in range(repeats)]
@@ -233,8 +241,8 @@ def decision_scenario(spec: dict) -> dict:
     async def pushes() -> tuple[list[float], list[float]]:
         auto, inner = [], []
         for _ in range(repeats):
-            auto.append(await push_loop(executor))
-            inner.append(await push_loop(null))
+            auto.append(await push_loop(executor, complete or null.on_job_completed))
+            inner.append(await push_loop(null, null.on_job_completed))
         return auto, inner
 
     auto, inner = asyncio.run(pushes())

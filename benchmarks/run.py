@@ -353,8 +353,8 @@ def items_3_4(
                 ),
                 Row(
                     "3a'",
-                    "… whole routing step of `push()` per job (lookup, limit checks, job copy with the route "
-                    "in `meta`, counter, log call), inner executor stubbed",
+                    "… whole routing cost per job: `push()` (lookup, limit checks, counter, log call) and "
+                    "its completion hook (job copy with the route in `meta`), inner executor stubbed",
                     seconds(push.median),
                     fmt_range(push),
                     push.n,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import sys
 from collections import Counter
 
@@ -103,6 +104,8 @@ class AutoFallbackExecutor(Executor):
         self._probes: dict[str, asyncio.Future[Route]] = {}
         self._waiting: dict[tuple[Any, Any], QueuedJob] = {}  # jobs whose module is being probed
         self._tasks: dict[tuple[Any, Any], asyncio.Task[Any]] = {}
+        self._meta: dict[Any, dict[str, str]] = {}  # job id -> route, until it completes
+        self._debug = worker.chancy.log.isEnabledFor(logging.DEBUG)
         self._sub_cls, self._unavailable = _sub_executor_class()
         if self._unavailable:
             self._log(
@@ -236,12 +239,17 @@ class AutoFallbackExecutor(Executor):
             executor, why = "process", f"{why}; memory limit needs the process executor"
         elif executor != "process" and Executor.get_limit(job, Limit.Type.TIME) is not None:
             executor, why = "process", f"{why}; time limit enforced by the process executor"
-        job = dataclasses.replace(
-            job, meta={**job.meta, "subcompat": {"route": route.route, "executor": executor, "why": why}}
-        )
+        # written into job.meta when the job completes, not now: a bigger job would be
+        # pickled into the sub-interpreter and back for nothing (3% of throughput)
+        self._meta[job.id] = {"route": route.route, "executor": executor, "why": why}
         COUNTERS[f"route.{executor}"] += 1
-        self._log("debug", f"subcompat: job {job.id} ({job.func}) -> {executor}: {why}")
-        return await self._executor(executor).push(job)
+        if self._debug:
+            self._log("debug", f"subcompat: job {job.id} ({job.func}) -> {executor}: {why}")
+        try:
+            return await self._executor(executor).push(job)
+        except BaseException:
+            self._meta.pop(job.id, None)
+            raise
 
     def _executor(self, name: str) -> Executor:
         inner = self._inner.get(name)
@@ -249,21 +257,26 @@ class AutoFallbackExecutor(Executor):
             if name == SUBINTERPRETER:
                 assert self._sub_cls is not None
                 inner = self._sub_cls(self.worker, self.queue)
-                inner.on_job_completed = self._rerouting_completion(inner)  # type: ignore[method-assign]
             elif name == "process":
                 inner = ProcessExecutor(self.worker, self.queue)
             else:
                 inner = ThreadedExecutor(self.worker, self.queue)
+            inner.on_job_completed = self._completion(inner, reroute=name == SUBINTERPRETER)  # type: ignore[method-assign]
             self._inner[name] = inner
         return inner
 
-    def _rerouting_completion(self, inner: Executor) -> Any:
+    def _completion(self, inner: Executor, reroute: bool) -> Any:
+        """The inner executor's completion, with the route recorded in ``job.meta`` and,
+        for the sub-interpreter, a job that hit the sub-interpreter ImportError rerouted."""
         original = inner.on_job_completed
 
         async def on_job_completed(*, job: QueuedJob, exc: BaseException | None = None, result: Any = None):
-            if exc is not None and is_subinterpreter_import_error(exc):
+            info = self._meta.pop(job.id, None)
+            if reroute and exc is not None and is_subinterpreter_import_error(exc):
                 await self._reroute(job, exc)
                 return
+            if info is not None:
+                job = dataclasses.replace(job, meta={**job.meta, "subcompat": info})
             await original(job=job, exc=exc, result=result)
 
         return on_job_completed
