@@ -323,7 +323,7 @@ def items_3_4(
     cache_dir: Path,
 ) -> list[Row]:
     rows: list[Row] = []
-    small_n = 40 if quick else 600
+    small_n = 40 if quick else 1500
     cpu_n = 4 if quick else 40
     cpu_size = 50_000 if quick else 1_000_000
     if "3" in want:
