@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import warnings
@@ -31,17 +32,35 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse measures the terminal through shutil (3 ms of every start-up, help or not)."""
+
+    def __init__(self, prog: str, **kwargs: object) -> None:
+        if kwargs.get("width") is None:
+            try:
+                columns = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    columns = os.get_terminal_size(sys.stdout.fileno()).columns
+                except (ValueError, OSError):
+                    columns = 80
+            kwargs["width"] = max(columns - 2, 40)
+        super().__init__(prog, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="subcompat",
         description="May this job run in an isolated sub-interpreter?",
         epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"subcompat {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    check = sub.add_parser("check", help="probe job modules in fresh sub-interpreters")
+    check = sub.add_parser(
+        "check", formatter_class=_Formatter, help="probe job modules in fresh sub-interpreters"
+    )
     check.add_argument("targets", nargs="*", metavar="TARGET", help="dotted module or module:function")
     check.add_argument("--format", choices=("text", "json", "markdown", "junit", "github"), default="text")
     check.add_argument(
@@ -84,12 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(chancy: its job wrapper imports chancy and psycopg)",
     )
 
-    cache = sub.add_parser("cache", help="inspect or clear the verdict cache")
+    cache = sub.add_parser("cache", formatter_class=_Formatter, help="inspect or clear the verdict cache")
     cache.add_argument("action", choices=("show", "clear"))
     cache.add_argument("--cache-dir", metavar="DIR")
     cache.add_argument("--format", choices=("text", "json"), default="text")
 
-    matrix = sub.add_parser("matrix", help="merge JSON reports from several Pythons into one markdown table")
+    matrix = sub.add_parser(
+        "matrix",
+        formatter_class=_Formatter,
+        help="merge JSON reports from several Pythons into one markdown table",
+    )
     matrix.add_argument("reports", nargs="+", metavar="REPORT.json")
     matrix.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     return parser

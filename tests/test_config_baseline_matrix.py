@@ -159,3 +159,31 @@ def test_matrix_merges_two_reports(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("subcompat: error: cannot read")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[tool.subcompat]\njobs = ["a"]\n', True),
+        ('[tool.subcompat] # ours\njobs = ["a"]\n', True),
+        ('[ tool . "subcompat" ]\njobs = ["a"]\n', True),
+        ('[tool.subcompat.extra]\nx = 1\n', True),
+        ('[tool]\nsubcompat = { jobs = ["a"] }\n', True),
+        ('[tool]\nsubcompat.jobs = ["a"]\n', True),
+        ('tool.subcompat.jobs = ["a"]\n', True),
+        ('tool = { subcompat = { jobs = ["a"] } }\n', True),
+        ('[project]\nname = "x"\n', False),
+        ('[project.scripts]\nsubcompat = "subcompat.cli:main"\n', False),
+        ('[tool.setuptools.dynamic]\nversion = { attr = "subcompat.__version__" }\n', False),
+        ('[project]\ndependencies = ["subcompat[chancy]"]\n', False),
+    ],
+)
+def test_prefilter_never_hides_a_subcompat_table(text, expected):
+    """The parser is skipped only when there is certainly no table; each True case is also
+    what tomllib finds."""
+    import tomllib
+
+    from subcompat.config import may_configure
+
+    assert may_configure(text.encode()) is expected
+    assert ("subcompat" in tomllib.loads(text).get("tool", {})) is expected
