@@ -323,6 +323,21 @@ def items_3_4(
     cache_dir: Path,
 ) -> list[Row]:
     rows: list[Row] = []
+
+    def run_queue(name: str, warm: list, jobs: list) -> dict:
+        """One queue scenario on executor ``name`` (auto, sub, process, thread), concurrency 2."""
+        opts = auto_options(cache_dir, "process") if name == "auto" else {}
+        return cb.run(
+            {
+                "op": "queue",
+                "executor": EXECUTORS[name],
+                "options": opts,
+                "concurrency": 2,
+                "warmup": warm,
+                "jobs": jobs,
+            }
+        )
+
     small_n = 40 if quick else 1500
     cpu_n = 4 if quick else 40
     cpu_size = 50_000 if quick else 1_000_000
@@ -379,19 +394,7 @@ def items_3_4(
             res: dict[str, list[dict]] = {"auto": [], plain: []}
             for r in range(repeats):
                 for name in ("auto", plain) if r % 2 == 0 else (plain, "auto"):
-                    opts = auto_options(cache_dir, "process") if name == "auto" else {}
-                    res[name].append(
-                        cb.run(
-                            {
-                                "op": "queue",
-                                "executor": EXECUTORS[name],
-                                "options": opts,
-                                "concurrency": 2,
-                                "warmup": warm,
-                                "jobs": jobs,
-                            }
-                        )
-                    )
+                    res[name].append(run_queue(name, warm, jobs))
                 log(
                     f"  {key} round {r + 1}: auto {small_n / res['auto'][-1]['elapsed_s']:.0f}/s, "
                     f"{plain} {small_n / res[plain][-1]['elapsed_s']:.0f}/s"
@@ -443,19 +446,7 @@ def items_3_4(
         for r in range(repeats):
             order = kinds if r % 2 == 0 else kinds[::-1]
             for name in order:
-                opts = auto_options(cache_dir, "process") if name == "auto" else {}
-                res[name].append(
-                    cb.run(
-                        {
-                            "op": "queue",
-                            "executor": EXECUTORS[name],
-                            "options": opts,
-                            "concurrency": 2,
-                            "warmup": warm,
-                            "jobs": jobs,
-                        }
-                    )
-                )
+                res[name].append(run_queue(name, warm, jobs))
             log(f"  round {r + 1}: " + ", ".join(f"{k} {res[k][-1]['elapsed_s']:.2f}s" for k in kinds))
         out["item4"] = res
         wall = {k: Series.of(x["elapsed_s"] for x in v) for k, v in res.items()}

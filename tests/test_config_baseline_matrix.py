@@ -167,7 +167,7 @@ def test_matrix_merges_two_reports(tmp_path):
         ('[tool.subcompat]\njobs = ["a"]\n', True),
         ('[tool.subcompat] # ours\njobs = ["a"]\n', True),
         ('[ tool . "subcompat" ]\njobs = ["a"]\n', True),
-        ('[tool.subcompat.extra]\nx = 1\n', True),
+        ("[tool.subcompat.extra]\nx = 1\n", True),
         ('[tool]\nsubcompat = { jobs = ["a"] }\n', True),
         ('[tool]\nsubcompat.jobs = ["a"]\n', True),
         ('tool.subcompat.jobs = ["a"]\n', True),

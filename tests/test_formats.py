@@ -5,29 +5,11 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from subcompat.report import Report, render_github, render_junit, render_markdown
-from subcompat.verdict import Culprit, Verdict
+from _reports import sample
 
-C = Culprit(
-    "lib._core",
-    "/s/lib/_core.so",
-    "lib",
-    "1.2",
-    "single-phase init, 100% legacy\nreally",
-    chain=("app.job", "lib", "lib._core"),
-    import_file="/a/app/job.py",
-    import_line=3,
-)
-REPORT = Report(
-    "3.13.0",
-    (
-        Verdict("app.ok", "compatible", "3.13.0"),
-        Verdict("app.job", "incompatible", "3.13.0", "x", culprits=(C,)),
-        Verdict("app.soft", "degraded", "3.13.0", degraded=(C,)),
-        Verdict("app.broken", "error", "3.13.0", "SyntaxError: bad | worse"),
-        Verdict("app.old", "unsupported", "3.13.0", "too old"),
-    ),
-)
+from subcompat.report import render_github, render_junit, render_markdown
+
+C, REPORT = sample("single-phase init, 100% legacy\nreally", "SyntaxError: bad | worse", unsupported=True)
 
 
 def test_junit_structure():

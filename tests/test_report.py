@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import json
 
+from _reports import sample
+
 from subcompat.report import Report, render_json, render_text
 from subcompat.route import Policy
-from subcompat.verdict import Culprit, Verdict
+from subcompat.verdict import Verdict
 
-CULPRIT = Culprit(
-    "lib._core",
-    "/s/lib/_core.so",
-    "lib",
-    "1.2",
-    "single-phase init",
-    chain=("app.job", "lib", "lib._core"),
-    import_file="/a/app/job.py",
-    import_line=3,
-)
-REPORT = Report(
-    "3.13.0",
-    (
-        Verdict("app.ok", "compatible", "3.13.0"),
-        Verdict("app.job", "incompatible", "3.13.0", "x", culprits=(CULPRIT,)),
-        Verdict("app.soft", "degraded", "3.13.0", degraded=(CULPRIT,)),
-        Verdict("app.broken", "error", "3.13.0", "SyntaxError: bad"),
-    ),
-)
+CULPRIT, REPORT = sample()
 
 
 def test_text_names_culprit_chain_and_advice():
