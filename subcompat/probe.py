@@ -328,6 +328,12 @@ class Prober:
         self.close()
 
     def close(self) -> None:
+        for child in self._children:  # every child starts exiting at once, then each is reaped
+            if child.proc is not None and child.proc.stdin is not None:
+                try:
+                    child.proc.stdin.close()
+                except OSError:
+                    pass
         for child in self._children:
             child.close()
         self._children.clear()

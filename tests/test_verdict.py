@@ -127,3 +127,32 @@ def test_toolchain_markers(tmp_path):
     f.write_bytes(b"nothing here")
     assert toolchain_of(str(f)) is None
     assert toolchain_of(str(tmp_path / "absent.so")) is None
+
+
+def _whole_file_toolchain(path):
+    from subcompat.verdict import _TOOLCHAINS
+
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return next((name for marker, name in _TOOLCHAINS if marker in data), None)
+
+
+def test_toolchain_from_elf_string_sections_matches_a_whole_file_scan():
+    """Reading only the string/symbol sections gives the answer a full read gives, on
+    every extension binary installed in this environment."""
+    import glob
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    binaries = sorted({f for root in roots for f in glob.glob(f"{root}/**/*.so", recursive=True)})
+    assert binaries, "no extension binaries installed in the test environment"
+    answers = {f: toolchain_of(f) for f in binaries}
+    assert answers == {f: _whole_file_toolchain(f) for f in binaries}
+    assert "Cython" in answers.values()  # msgpack
+
+
+def test_toolchain_of_a_file_that_is_not_elf_reads_it_whole(tmp_path):
+    blob = tmp_path / "ext.pyd"
+    blob.write_bytes(b"MZ" + b"\0" * 5000 + b"__pyx_module_is_main")
+    assert toolchain_of(str(blob)) == "Cython"
+    assert toolchain_of(str(tmp_path / "missing.so")) is None
