@@ -337,6 +337,7 @@ class Prober:
         for child in self._children:
             child.close()
         self._children.clear()
+        self._idle.clear()
         if self._workdir is not None:
             import shutil
 
