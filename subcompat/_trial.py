@@ -59,7 +59,6 @@ def _begin(P):
     loader_cls = machinery.ExtensionFileLoader
     orig_create = loader_cls.create_module
     orig_exec = loader_cls.exec_module
-    loads = []  # every extension load attempt, in order
     failures = []
 
     def record_failure(spec, phase, exc):
@@ -97,7 +96,6 @@ def _begin(P):
             crumb("-" + spec.name)
 
     def create_module(self, spec):
-        loads.append(spec.name)
         return guarded("create", spec, lambda: orig_create(self, spec))
 
     def exec_module(self, module):
@@ -199,10 +197,7 @@ def _begin(P):
         "reported": set(before),
         "main_failures": list(failures),  # lazy imports carry their own
         "failures": failures,
-        "baseline": baseline,
-        "preload_error": preload_error,
         "edges": edges,
-        "loads": loads,
         "lazy": [],
         "describe": describe,
         "import_one": import_one,
@@ -288,11 +283,8 @@ def _finish(leftover):
             "error": S["error"],
             "modules": modules,
             "edges": S["edges"],
-            "loads": S["loads"],
             "failures": S["main_failures"],
             "lazy": S["lazy"],
-            "baseline": S["baseline"],
-            "preload_error": S["preload_error"],
             "pending": leftover,
         },
     )

@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS interpreters (
 """
 
 
+def _create_tables(db: sqlite3.Connection) -> None:
+    """Statement by statement: ``executescript`` would commit the caller's transaction."""
+    for statement in _SCHEMA_SQL.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 class CacheWarning(UserWarning):
     pass
 
@@ -212,9 +219,7 @@ class Cache:
         return db
 
     def _ensure_schema(self, db: sqlite3.Connection) -> None:
-        for statement in _SCHEMA_SQL.split(";"):
-            if statement.strip():
-                db.execute(statement)
+        _create_tables(db)
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
@@ -228,9 +233,7 @@ class Cache:
             for table in ("jobs", "extensions", "interpreters"):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
             db.execute("DELETE FROM meta")
-            for statement in _SCHEMA_SQL.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            _create_tables(db)
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
 
     def _quarantine(self, exc: Exception) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
@@ -276,10 +276,3 @@ def scan_lazy_imports(
     scanner = _Scanner(module, package, file, all_imports)
     scanner.visit(tree)
     return scanner.found
-
-
-def iter_source_files(tree: ModuleTree) -> Iterator[tuple[str, str, bool]]:
-    """(module, file, is_package) for each first-party Python source in a tree."""
-    for info in tree.first_party:
-        if info.file and info.file.endswith(".py"):
-            yield info.name, info.file, os.path.basename(info.file) == "__init__.py"
