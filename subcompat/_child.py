@@ -1,22 +1,31 @@
-"""The probe child: a throwaway process of the *target* interpreter.
+"""The probe child: throwaway processes of the *target* interpreter.
 
-Started by ``probe.py`` as ``python -c BOOT this_file``; speaks JSON lines (one
-request on stdin, one response on the original stdout; whatever imported code prints
-goes to stderr). Each ``trial`` runs in a brand-new isolated sub-interpreter, so a
-failed import is never retried where it already failed. If a trial kills or hangs
-this process, the parent reads the breadcrumb file to name the extension.
+Started by ``_transport.py`` as ``python -c BOOT this_file FD``. The process that
+starts is a *zygote*: it loads the probe's own code, never runs job code, and on
+request forks a *worker* for one target (a Unix socket arrives with the request,
+SCM_RIGHTS). Each worker starts from the same pristine state, so nothing one target
+does (env, cwd, umask, signal handlers, leaked interpreters, memory) reaches another.
+
+A worker runs in its own session (process group) under an address-space limit, dies
+with its zygote (``PR_SET_PDEATHSIG``), sees stdin as empty and serves JSON lines on
+its socket; whatever job code prints goes to a per-worker file. The zygote is a
+child subreaper: when a worker is reaped, every process it left behind is killed.
+If the zygote's own parent dies (the CLI was killed), it kills its workers, removes
+the scratch directory and exits.
+
+Each ``trial`` runs in a brand-new isolated sub-interpreter, so a failed import is
+never retried where it already failed. If a trial kills or hangs a worker, the
+parent reads the breadcrumb file to name the extension.
 
 Stdlib only: the target may be a venv where subcompat is not installed.
 """
 
-import ast
 import importlib.util
 import json
 import os
-import select
 import signal
+import socket
 import sys
-import time
 
 PROTOCOL = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -107,8 +116,9 @@ class _HighSession:
                     raise
                 self._interp.exec(source)
             return None
-        except self._high.ExecutionFailed as exc:
-            return str(exc)
+        except self._high.ExecutionFailed as exc:  # 3.14+: str() appends the whole traceback
+            info = getattr(exc, "excinfo", None)
+            return getattr(info, "formatted", None) or str(exc).partition("\n")[0]
 
     def close(self):
         self._interp.close()
@@ -158,8 +168,12 @@ class Child:
         self.counter = 0
         self._discover = self._locator = self._trial_source = None
 
-    # Loaded on first use: a child that only forks main-interpreter imports never
-    # needs the parser, and everything it imports is in every process it forks.
+    def warm(self):
+        """Load in the zygote what every worker needs, so each fork starts with it."""
+        self.locator  # noqa: B018 - loads discover too
+        self.trial_source  # noqa: B018
+        self._find_dist("")
+
     @property
     def discover(self):
         if self._discover is None:
@@ -192,38 +206,15 @@ class Child:
         return self._post(self._run(req, where="sub"))
 
     def op_main(self, req):
-        """Import ``names`` in the main interpreter of a fresh process: broken everywhere?
-        The process is forked from this one, which only ever forks (no trial, no metadata
-        lookups: nothing in its ``sys.modules`` the job did not ask for), so it costs no
-        interpreter start-up; a crash or hang there is reported, not shared. The runs come
-        back raw: the parent has them described by a trial child (``op_describe``)."""
-        names = req["names"]
-        if not hasattr(os, "fork"):  # the parent started this process for this request alone
-            return {"runs": list(self._main_imports(req)), "status": "ok"}
-        stem = req["workdir"] + "/main-%d-%d" % (os.getpid(), self.counter)
-        self.counter += 1
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the forked process reports through files
-            code = 0
-            try:
-                for i, raw in enumerate(self._main_imports(req)):
-                    with open(stem + "-%d.tmp" % i, "w", encoding="utf-8") as fh:
-                        json.dump(raw, fh)
-                    os.replace(stem + "-%d.tmp" % i, stem + "-%d.json" % i)
-            except BaseException:
-                code = 70
-            finally:
-                os._exit(code)
-        status, sig, detail = self._wait(pid, float(req.get("timeout_s") or 30) * len(names))
-        runs = []
-        for i in range(len(names)):
-            try:
-                with open(stem + "-%d.json" % i, encoding="utf-8") as fh:
-                    runs.append(json.load(fh))
-                os.unlink(stem + "-%d.json" % i)
-            except (OSError, ValueError):
-                break
-        return {"runs": runs, "status": status, "signal": sig, "detail": detail}
+        """Import ``names`` in this worker's main interpreter: is the module broken
+        everywhere? The worker was forked for this alone, from a zygote that never ran
+        job code. Each run is written to its own file as soon as it is done, so a crash
+        on a later name keeps the earlier runs. The runs come back raw: another worker
+        describes them (``op_describe``), outside whatever the job did to this one."""
+        stem = req["stem"]
+        for i, raw in enumerate(self._main_imports(req)):
+            _dump_file(stem + "-%d.json" % i, raw)
+        return {}
 
     def op_describe(self, req):
         return {"result": self._post(req["result"])}
@@ -233,37 +224,12 @@ class Child:
         for i, name in enumerate(req["names"]):
             yield self._run(dict(req, name=name, function=req.get("function") if i == 0 else None), "main")
 
-    @staticmethod
-    def _wait(pid, timeout):
-        """Reap the forked import; ("ok"|"crash"|"timeout", signal, detail)."""
-        deadline = time.monotonic() + timeout
-        if hasattr(os, "pidfd_open"):
-            fd = os.pidfd_open(pid)
-            try:
-                ready = select.select([fd], [], [], max(0.0, timeout))[0]
-            finally:
-                os.close(fd)
-            done = os.waitpid(pid, 0 if ready else os.WNOHANG)
-        else:  # no pidfd: poll
-            done = os.waitpid(pid, os.WNOHANG)
-            while done[0] == 0 and time.monotonic() < deadline:
-                time.sleep(0.005)
-                done = os.waitpid(pid, os.WNOHANG)
-        if done[0] == 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "timeout", None, "no answer within %gs" % timeout
-        status = done[1]
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            return "crash", sig, "killed by signal %d (%s)" % (sig, signal.Signals(sig).name)
-        code = os.WEXITSTATUS(status)
-        return ("ok", None, "") if code == 0 else ("crash", None, "exited with %d" % code)
-
     def _run(self, req, where):
         self.counter += 1
         result_path = req["workdir"] + "/result-%d-%d.txt" % (os.getpid(), self.counter)
-        params = {k: v for k, v in req.items() if k not in ("v", "id", "op", "workdir", "names", "timeout_s")}
+        params = {
+            k: v for k, v in req.items() if k not in ("v", "id", "nonce", "op", "workdir", "names", "stem")
+        }
         params.update(sys_path=req.get("sys_path") or self.sys_path, result=result_path)
         if where == "main":
             session = _MainSession()
@@ -351,6 +317,8 @@ class Child:
 
     @staticmethod
     def _read(path):
+        import ast
+
         try:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
@@ -401,36 +369,273 @@ class Child:
         return None, None, None
 
 
-def main():
-    proto = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
-    os.dup2(2, 1)  # C-level writes from imported code must not corrupt the protocol
-    sys.stdout = sys.stderr
-    child = Child()
-    for line in sys.stdin:
-        if not line.strip():
+# -- processes -------------------------------------------------------------
+# Bound now, in the zygote: job code run in a worker's main interpreter (the main
+# pass) may replace builtins or module attributes; the worker's own loop must not care.
+_dumps = json.dumps
+_loads = json.loads
+_os_read = os.read
+_os_write = os.write
+_exit = os._exit
+MAX_LINE = 64 << 20  # a request or reply longer than this is a violation
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_libc = []
+
+
+def _prctl(option, arg):
+    """Linux ``prctl``; False where it is unavailable (then the parent's kill is all)."""
+    try:
+        if not _libc:
+            before = set(sys.modules)
+            import ctypes
+
+            _libc.append(ctypes.CDLL(None, use_errno=True))
+            for name in set(sys.modules) - before:  # a main-pass worker must not find them
+                del sys.modules[name]
+        return _libc[0].prctl(option, arg, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+def _dump_file(path, obj):
+    """Write JSON whole or not at all: a reader never sees half a file."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        data = _dumps(obj).encode("utf-8", "replace")
+        while data:
+            data = data[_os_write(fd, data) :]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _safe_text(exc):
+    try:
+        return "%s: %s" % (type(exc).__name__, exc)
+    except BaseException:
+        return "%s (unprintable)" % type.__name__.__get__(type(exc))
+
+
+def _serve(child, fd):
+    """A worker's loop: one JSON request per line, one reply per line, until EOF.
+    Every reply echoes the request's id and nonce: the parent drops anything else."""
+    buf = b""
+    while True:
+        while b"\n" not in buf:
+            chunk = _os_read(fd, 1 << 16)
+            if not chunk or len(buf) > MAX_LINE:
+                return
+            buf += chunk
+        line, _, buf = buf.partition(b"\n")
+        req = _loads(line)
+        reply = {"v": PROTOCOL, "id": req.get("id"), "nonce": req.get("nonce")}
+        handler = getattr(child, "op_" + str(req.get("op")), None)
+        try:
+            if handler is None:
+                raise ValueError("unknown op %r" % req.get("op"))
+            reply.update(handler(req))
+            reply["ok"] = True
+        except BaseException as exc:  # job code may raise anything, SystemExit included
+            reply.update(ok=False, error=_safe_text(exc))
+        data = (_dumps(reply) + "\n").encode("utf-8", "replace")
+        while data:
+            data = data[_os_write(fd, data) :]
+
+
+class Zygote:
+    """Forks one worker per request from a state no job code has touched."""
+
+    def __init__(self, ctl):
+        self.ctl = ctl
+        self.parent = os.getppid()
+        self.child = Child()
+        self.live = set()
+        self.workdirs = set()
+        self.warm = False
+
+    def run(self):
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._die)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != self.parent:
+            self._die()
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(self.ctl, 1 << 20, 4)
+            except OSError:
+                msg, fds = b"", []
+            if not msg:
+                self._die()
+            req = _loads(msg)
+            try:
+                reply = self.handle(req, fds)
+            except Exception as exc:
+                reply = {"ok": False, "error": _safe_text(exc)}
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.ctl.sendall(_dumps(reply).encode())
+
+    def handle(self, req, fds):
+        op = req.get("op")
+        if op == "hello":
+            return dict(describe_interpreter(self.child.backend, self.child.sys_path), ok=True)
+        if op == "fork":
+            return {"ok": True, "pid": self.fork(fds[0], req)}
+        if op == "reap":
+            return dict(self.reap(int(req["pid"])), ok=True)
+        raise ValueError("unknown op %r" % op)
+
+    def fork(self, sock_fd, req):
+        if req.get("warm") and not self.warm:  # what trial workers need, loaded once, shared
+            self.child.warm()
+            self.warm = True
+        self.workdirs.add(req["workdir"])
+        pid = os.fork()
+        if pid:
+            self.live.add(pid)
+            return pid
+        code = 0
+        try:
+            self._become_worker(sock_fd, req)
+            _serve(self.child, sock_fd)
+        except BaseException:
+            code = 70
+        finally:
+            _exit(code)
+
+    def _become_worker(self, sock_fd, req):
+        zygote = os.getppid()
+        self.ctl.close()
+        os.setsid()  # its own process group: the parent kills it and all it forked at once
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != zygote:
+            _exit(0)
+        _prctl(PR_SET_CHILD_SUBREAPER, 0)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # job code reading stdin sees EOF
+        os.close(null)
+        out = os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        import resource
+
+        limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 1 << 30)]
+        if req.get("memory"):
+            limits.append((resource.RLIMIT_AS, int(req["memory"])))
+        for which, value in limits:
+            try:
+                resource.setrlimit(which, (value, value))
+            except (ValueError, OSError):
+                pass
+
+    def reap(self, pid):
+        """Kill a worker with everything in its process group, reap it, then kill and
+        reap whatever it left behind (reparented to us, the subreaper)."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        status = None
+        try:
+            status = os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            pass
+        self.live.discard(pid)
+        self.sweep(pid)
+        if status is None:
+            return {"signal": None, "code": None}
+        if os.WIFSIGNALED(status):
+            return {"signal": os.WTERMSIG(status), "code": None}
+        return {"signal": None, "code": os.WEXITSTATUS(status)}
+
+    def sweep(self, group=None, rounds=400):
+        """Until the group is empty and no stray child is left (bounded: ~2 s)."""
+        import time
+
+        for _ in range(rounds):
+            stray = _children() - self.live
+            for pid in stray:
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for pid in stray:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            alive = False
+            if group is not None:
+                try:
+                    os.killpg(group, 0)
+                    alive = True
+                except OSError:
+                    pass
+            if not stray and not alive:
+                return
+            time.sleep(0.005)
+
+    def _die(self, *_):
+        for pid in list(self.live):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.live.clear()
+        self.sweep(rounds=100)
+        if os.getppid() != self.parent:  # orphaned: nobody else will clean up
+            import shutil
+
+            for workdir in self.workdirs:
+                shutil.rmtree(workdir, ignore_errors=True)
+        _exit(0)
+
+
+def _children():
+    """This process's children (Linux ``/proc``); empty where that is unavailable."""
+    me = os.getpid()
+    pids = set()
+    try:
+        with open("/proc/%d/task/%d/children" % (me, me), encoding="ascii") as fh:
+            return {int(p) for p in fh.read().split()}
+    except (OSError, ValueError):
+        pass
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
             continue
         try:
-            req = json.loads(line)
-        except ValueError as exc:
-            proto.write(json.dumps({"v": PROTOCOL, "ok": False, "error": "bad request: %s" % exc}) + "\n")
+            with open("/proc/%s/stat" % entry, encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+            if int(stat.rpartition(")")[2].split()[1]) == me:
+                pids.add(int(entry))
+        except (OSError, ValueError, IndexError):
             continue
-        reply = {"v": PROTOCOL, "id": req.get("id")}
-        if req.get("v") != PROTOCOL:
-            reply.update(
-                ok=False, error="protocol %r not supported (child speaks %d)" % (req.get("v"), PROTOCOL)
-            )
-        else:
-            handler = getattr(child, "op_" + str(req.get("op")), None)
-            try:
-                if handler is None:
-                    raise ValueError("unknown op %r" % req.get("op"))
-                reply.update(handler(req))
-                reply["ok"] = True
-            except Exception as exc:
-                reply.update(ok=False, error="%s: %s" % (type(exc).__name__, exc))
-        proto.write(json.dumps(reply) + "\n")
-        proto.flush()
+    return pids
+
+
+def main(fd):
+    Zygote(socket.socket(fileno=fd)).run()
 
 
 if __name__ == "__subcompat_child__":
-    main()
+    main(int(sys.argv[2]))

@@ -16,7 +16,27 @@ Two hooks make the report exact:
   file names the extension being loaded if this process dies or hangs.
 """
 
+import builtins as _builtins
 import sys
+
+# A private copy of the builtins: job code that replaces ``builtins.open`` or
+# ``__import__`` changes the interpreter's, not the ones this file's functions use.
+__builtins__ = dict(_builtins.__dict__)
+del _builtins
+
+
+def _text(obj):
+    """``str(obj)`` that survives a ``__str__`` that raises or returns garbage."""
+    try:
+        text = str(obj)
+        if type(text) is str:
+            return text
+    except BaseException:
+        pass
+    try:
+        return "<unprintable %s>" % type(obj).__name__
+    except BaseException:
+        return "<unprintable>"
 
 
 def _literal(obj):
@@ -31,17 +51,24 @@ def _literal(obj):
         return "{" + ", ".join(_literal(k) + ": " + _literal(v) for k, v in obj.items()) + "}"
     if isinstance(obj, (list, tuple, set, frozenset)):
         return "[" + ", ".join(_literal(x) for x in obj) + "]"
-    return str.__repr__(str(obj))
+    return str.__repr__(_text(obj))
 
 
 def _write(P, data):
-    with open(P["result"], "w", encoding="utf-8") as fh:
-        fh.write(_literal(data))
+    os = P["os"]
+    text = _literal(data).encode("utf-8", "replace")
+    fd = os.open(P["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while text:
+            text = text[os.write(fd, text) :]
+    finally:
+        os.close(fd)
 
 
 def _begin(P):
     import os
 
+    P["os"] = os  # the module object, held before job code can swap sys.modules entries
     sys.path[:] = P["sys_path"]
     import importlib
     import importlib.machinery as machinery
@@ -68,7 +95,7 @@ def _begin(P):
                 "file": spec.origin,
                 "phase": phase,
                 "type": type(exc).__name__,
-                "msg": str(exc),
+                "msg": _text(exc),
             }
         )
 
@@ -109,20 +136,26 @@ def _begin(P):
     class Tracer:
         @staticmethod
         def find_spec(name, path=None, target=None):
-            if name in edges:
-                return None
-            frame = caller(2)
-            if in_progress and in_progress[-1][1] is frame:
-                # imported from C by the extension being initialised
-                edges[name] = [in_progress[-1][0], None, None, "import"]
-            elif frame is not None:
-                edges[name] = [
-                    frame.f_globals.get("__name__") or "",
-                    frame.f_code.co_filename,
-                    frame.f_lineno,
-                    "import",
-                ]
+            try:
+                if name not in edges:
+                    trace(name)
+            except BaseException:  # never the reason an import fails
+                pass
             return None
+
+    def trace(name):
+        """Record who imported ``name`` (the first importer wins)."""
+        frame = caller(3)
+        if in_progress and in_progress[-1][1] is frame:
+            # imported from C by the extension being initialised
+            edges[name] = [in_progress[-1][0], None, None, "import"]
+        elif frame is not None:
+            edges[name] = [
+                frame.f_globals.get("__name__") or "",
+                frame.f_code.co_filename,
+                frame.f_lineno,
+                "import",
+            ]
 
     def describe(exc):
         chain = []
@@ -130,15 +163,18 @@ def _begin(P):
         cur = exc
         while cur is not None and id(cur) not in seen and len(chain) < 16:
             seen.add(id(cur))
-            chain.append({"type": type(cur).__name__, "msg": str(cur)})
-            cur = cur.__cause__ or cur.__context__
+            chain.append({"type": type(cur).__name__, "msg": _text(cur)})
+            try:
+                cur = cur.__cause__ or cur.__context__
+            except BaseException:
+                cur = None
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         where = None
         if tb is not None:
             where = "%s:%s" % (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
-        return {"type": type(exc).__name__, "msg": str(exc), "chain": chain, "where": where}
+        return {"type": type(exc).__name__, "msg": _text(exc), "chain": chain, "where": where}
 
     def import_one(name, fromlist, function=None):
         if fromlist:  # exactly what `from name import a, b` does
@@ -203,6 +239,7 @@ def _begin(P):
         "import_one": import_one,
         "missing_only": missing_only,
         "crumb": crumb,
+        "machinery": machinery,
         "undo": (Tracer, loader_cls, orig_create, orig_exec),
     }
     scan = error is None and mode in ("job", "lazy") and P.get("lazy", True)
@@ -212,14 +249,30 @@ def _begin(P):
 def _new_sources(S):
     """Python modules loaded since the last report: the child scans the first-party ones."""
     out = []
-    for mod_name in list(sys.modules):
+    for mod_name in _module_names():
         if mod_name in S["reported"]:
             continue
         S["reported"].add(mod_name)
-        file = getattr(sys.modules.get(mod_name), "__file__", None)
-        if file and file.endswith(".py"):
+        file = _attr(sys.modules.get(mod_name), "__file__")
+        if type(file) is str and file.endswith(".py"):
             out.append([mod_name, file, file.endswith("__init__.py")])
     return out
+
+
+def _module_names():
+    """``sys.modules``' string keys; job code may have put anything there."""
+    try:
+        return [name for name in list(sys.modules) if type(name) is str]
+    except BaseException:
+        return []
+
+
+def _attr(obj, name):
+    """``getattr`` for objects job code controls (lazy proxies that raise on any access)."""
+    try:
+        return getattr(obj, name, None)
+    except BaseException:
+        return None
 
 
 def _lazy_step(batch):
@@ -232,7 +285,7 @@ def _lazy_step(batch):
     failed = False
     for i, (lz_name, fromlist, importer, file, line, how) in enumerate(batch):
         mod = sys.modules.get(lz_name)
-        if mod is not None and all(hasattr(mod, a) for a in fromlist):
+        if mod is not None and all(_attr(mod, a) is not None for a in fromlist):
             continue
         if lz_name in skip:  # it already crashed or hung a probe: never again
             continue
@@ -261,21 +314,21 @@ def _lazy_step(batch):
 def _finish(leftover):
     S = _S  # noqa: F821 - set by _begin in this interpreter
     Tracer, loader_cls, orig_create, orig_exec = S["undo"]
-    sys.meta_path[:] = [f for f in sys.meta_path if f is not Tracer]
+    try:
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not Tracer]
+    except BaseException:
+        pass
     loader_cls.create_module = orig_create
     loader_cls.exec_module = orig_exec
-    import importlib.machinery as machinery
-
+    suffixes = tuple(S["machinery"].EXTENSION_SUFFIXES)
     modules = []
-    for mod_name in sorted(set(sys.modules) - S["before"]):
+    for mod_name in sorted(set(_module_names()) - S["before"]):
         mod = sys.modules.get(mod_name)
-        spec = getattr(mod, "__spec__", None)
-        file = getattr(mod, "__file__", None) or getattr(spec, "origin", None)
-        if file in ("built-in", "frozen"):
+        spec = _attr(mod, "__spec__")
+        file = _attr(mod, "__file__") or _attr(spec, "origin")
+        if type(file) is not str or file in ("built-in", "frozen"):
             file = None
-        is_ext = isinstance(getattr(spec, "loader", None), loader_cls) or bool(
-            file and file.endswith(tuple(machinery.EXTENSION_SUFFIXES))
-        )
+        is_ext = isinstance(_attr(spec, "loader"), loader_cls) or bool(file and file.endswith(suffixes))
         modules.append([mod_name, file, is_ext])
     _write(
         S["P"],

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from subcompat.cache import Cache, environment_key
-from subcompat.probe import Interpreter, Prober
+from subcompat.probe import DEFAULT_MEMORY_MB, Interpreter, Prober
 from subcompat.report import Report
 from subcompat.route import DEFAULT_POLICY, Policy
 from subcompat.verdict import ERROR, INCOMPATIBLE, UNSUPPORTED, Culprit, Verdict, decide, short_name
@@ -40,13 +40,18 @@ def check(
     python: str | None = None,
     cache: Cache | None = None,
     timeout: float = 30.0,
+    memory_mb: int | None = DEFAULT_MEMORY_MB,
     jobs: int | None = None,
     policy: Policy = DEFAULT_POLICY,
     runtime: str = "none",
     sys_path: Sequence[str] | None = None,
 ) -> Report:
-    """``sys_path`` resolves targets with the caller's path (an executor passes its
-    worker's ``sys.path``); by default the probe child's own, from the cwd."""
+    """``timeout`` is one target's whole probe budget; ``memory_mb`` the address space
+    of each probe worker. ``sys_path`` resolves targets with the caller's path (an
+    executor passes its worker's ``sys.path``); by default the probe child's own.
+
+    Each verdict is cached as soon as it is decided (a run cut short keeps what it
+    found), except those a limit or an outside kill decided: they are not facts."""
     started = time.perf_counter()
     preload = RUNTIMES[runtime]
     interp = known_interpreter(python, cache)
@@ -62,16 +67,19 @@ def check(
                 found[target] = _as_cached(hit)
     misses = [t for t in dict.fromkeys(targets) if t not in found]
     if misses:
-        with Prober(python, timeout=timeout, jobs=jobs, preload=preload, sys_path=sys_path) as prober:
+        with Prober(
+            python, timeout=timeout, memory_mb=memory_mb, jobs=jobs, preload=preload, sys_path=sys_path
+        ) as prober:
             interp = prober.interpreter()
             if cache is not None:
                 if python is not None:
                     cache.put_interpreter(os.path.abspath(python), interp.to_json())
                 prober.recall = cache.recall(interp.key)
-            for result in prober.probe_many(misses):
+            for result in prober.iter_probe(misses):
                 verdict = decide(result)
                 found[result.target] = verdict
-                if cache is not None and verdict.verdict not in (ERROR, UNSUPPORTED):
+                lasting = verdict.verdict not in (ERROR, UNSUPPORTED) and not verdict.transient
+                if cache is not None and lasting:
                     cache.put_job(interp.key, env, verdict)
                     cache.put_extensions(interp.key, verdict.extensions)
     assert interp is not None

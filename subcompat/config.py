@@ -4,7 +4,8 @@
 jobs = ["myapp.jobs"]          # modules, or packages (= all their modules)
 fallback = "process"           # or "thread"
 degraded = "fallback"          # or "subinterpreter"
-timeout = 30
+timeout = 30                   # seconds: the wall-clock budget of one target's whole probe
+memory = 4096                  # MiB of address space per probe worker (0: no limit)
 assume_incompatible = [{module = "legacy_ext", reason = "segfaults under load"}]
 ignore = [{module = "psycopg_binary.pq", reason = "pure-Python psycopg is fine here"}]
 """
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from subcompat.probe import DEFAULT_MEMORY_MB, memory_problem, timeout_problem
 from subcompat.verdict import COMPATIBLE, DEGRADED, INCOMPATIBLE, Culprit, Verdict
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
@@ -48,11 +50,12 @@ class Config:
     fallback: str = "process"
     degraded: str = "fallback"
     timeout: float = 30.0
+    memory: int = DEFAULT_MEMORY_MB
     assume_incompatible: tuple[Override, ...] = ()
     ignore: tuple[Override, ...] = ()
 
 
-_KEYS = {"jobs", "fallback", "degraded", "timeout", "assume_incompatible", "ignore"}
+_KEYS = {"jobs", "fallback", "degraded", "timeout", "memory", "assume_incompatible", "ignore"}
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
@@ -132,14 +135,20 @@ def parse(table: Any, path: str | None = None) -> Config:
     if degraded not in ("fallback", "subinterpreter"):
         raise ConfigError(f"{prefix}.degraded", f"must be 'fallback' or 'subinterpreter', not {degraded!r}")
     timeout = table.get("timeout", 30.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"{prefix}.timeout", f"must be a positive number of seconds, not {timeout!r}")
+    problem = timeout_problem(timeout)
+    if problem:
+        raise ConfigError(f"{prefix}.timeout", problem)
+    memory = table.get("memory", DEFAULT_MEMORY_MB)
+    problem = memory_problem(memory)
+    if problem:
+        raise ConfigError(f"{prefix}.memory", problem)
     return Config(
         path=path,
         jobs=tuple(jobs),
         fallback=fallback,
         degraded=degraded,
         timeout=float(timeout),
+        memory=memory,
         assume_incompatible=_overrides(table, "assume_incompatible"),
         ignore=_overrides(table, "ignore"),
     )

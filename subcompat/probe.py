@@ -1,28 +1,33 @@
 """Stage 2, probe: import each candidate in a fresh sub-interpreter, in a child process.
 
-The child (``_child.py``) runs under the target interpreter and may die or hang on any
-candidate; this side restarts it, records ``crash`` (with the signal) or ``timeout``,
-names the extension from the breadcrumb the trial left, and carries on.
+Processes (``_transport.py`` here, ``_child.py`` there): each probing thread has a
+zygote of the target interpreter that never runs job code; every target gets workers
+forked from it, so no target sees what another did, and a worker that dies or hangs
+costs only its own target: this side records ``crash`` (with the signal) or
+``timeout``, names the extension from the breadcrumb the trial left, and carries on.
 
-Per target: one trial of the job module (which also scans the job's first-party source
-and runs its deferred imports); deferred imports left over after a failure get fresh
-interpreters; and only when something failed, a fresh *process* imports the job in its
-main interpreter (is it broken everywhere? which extensions did the sub-interpreter
-never reach?) and each such extension is loaded on its own, so every culprit is named.
+Per target, within one wall-clock budget (``timeout``) and a trial budget: one trial
+of the job module (which also scans the job's first-party source and runs its
+deferred imports); deferred imports left over after a failure get fresh interpreters,
+each name tried once (a fixpoint over what was tried); and only when something failed,
+a fresh *process* imports the job (and what failed or hung) in its main interpreter:
+is it broken everywhere? which extensions did the sub-interpreter never reach? Each
+such extension is then loaded on its own, so every culprit is named. Sub-interpreter
+trials get two thirds of the budget; the last third is kept for that main check.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from subcompat._transport import STATS, ChildGone, ProbeError, Worker, Zygote
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
 
 try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
@@ -32,33 +37,35 @@ except ImportError:  # pragma: no cover - a build without it
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    import subprocess
     from typing import Any
 
-PROTOCOL = 1
+__all__ = ["STATS", "ProbeError", "Prober", "ProbeResult", "Trial", "Interpreter", "split_target"]
+
 SUBINTERP_MESSAGE = "does not support loading in subinterpreters"
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_CHILD = os.path.join(_HERE, "_child.py")
-_BOOT = (
-    "import sys;p=sys.argv[1];"
-    "exec(compile(open(p,encoding='utf-8').read(),p,'exec'),"
-    "{'__name__':'__subcompat_child__','__file__':p,'__builtins__':__builtins__})"
-)
-
-#: Counts of what this process did, for tests and benchmarks ("a warm run spawns no child").
-STATS = {"children_started": 0, "trials": 0}
+DEFAULT_MEMORY_MB = 4096  # address space of one worker (RLIMIT_AS)
+MAX_TRIALS = 64  # per target: every trial is a fresh interpreter
+SUB_SHARE = 2 / 3  # of the budget, for sub-interpreter trials; the rest checks main
+PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not finish
+MAX_TIMEOUT_S = 86400.0
+MIN_MEMORY_MB = 128  # below this an interpreter barely starts
 
 
-class ProbeError(Exception):
-    """The probe itself could not run (bad interpreter path, protocol mismatch)."""
+def timeout_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable per-target budget, or None (one rule for CLI and config)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number of seconds, not {value!r}"
+    if not 0 < value <= MAX_TIMEOUT_S:  # also false for nan
+        return f"must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], not {value!r}"
+    return None
 
 
-class _ChildGone(Exception):
-    def __init__(self, status: str, signal_no: int | None, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status  # crash | timeout
-        self.signal = signal_no
-        self.detail = detail
+def memory_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable memory limit in MiB (0: no limit), or None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number of MiB, not {value!r}"
+    if value != 0 and not MIN_MEMORY_MB <= value <= 1 << 24:
+        return f"must be 0 (no limit) or between {MIN_MEMORY_MB} and {1 << 24} MiB, not {value!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,31 @@ class ProbeResult:
     trials: tuple[Trial, ...] = ()
     elapsed_s: float = 0.0
     loaded: frozenset[str] = field(default_factory=frozenset)  # extensions loaded in a sub
+    limits: dict[str, float] = field(default_factory=dict)  # timeout_s, memory_mb it ran under
+
+    @property
+    def transient(self) -> str | None:
+        """Why this result says more about this run than about the module (a limit was
+        hit, someone killed the probe, the probe broke), or None: not a fact to cache."""
+        for t in self.trials:
+            error = t.error or {}
+            if t.status == "timeout":
+                return "a time limit"
+            if error.get("external"):
+                return "an external kill"
+            if error.get("type") == PROBE_FAILURE:
+                return "a probe failure"
+            if is_memory_error(error):
+                return "the memory limit"
+        return None
+
+
+def is_memory_error(error: dict[str, Any] | None) -> bool:
+    if not error:
+        return False
+    return error.get("type") == "MemoryError" or any(
+        c.get("type") == "MemoryError" for c in error.get("chain") or ()
+    )
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -138,152 +170,189 @@ def split_target(target: str) -> tuple[str, str | None]:
     return module, (function or None)
 
 
-class _Child:
-    """One child process of the target interpreter."""
-
-    def __init__(self, python: str, workdir: str, env: dict[str, str] | None, cwd: str | None):
-        self.python = python
-        self.workdir = workdir
-        self.env = env
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None  # subprocess is imported when one starts
-        self.crumbs = ""
-        self.stderr_path = ""
-        self._buf = b""
-        self._ids = 0
-
-    def start(self) -> None:
-        import subprocess
-        import tempfile
-
-        fd, self.crumbs = tempfile.mkstemp(prefix="crumbs-", dir=self.workdir)
-        os.close(fd)
-        fd, self.stderr_path = tempfile.mkstemp(prefix="stderr-", dir=self.workdir)
-        with os.fdopen(fd, "wb") as err:
-            try:
-                self.proc = subprocess.Popen(
-                    [self.python, "-X", "faulthandler", "-c", _BOOT, _CHILD],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    cwd=self.cwd,
-                    env=self.env,
-                    bufsize=0,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ProbeError(f"cannot start {self.python}: {exc.strerror or exc}") from None
-        STATS["children_started"] += 1
-        self._buf = b""
-
-    def ensure_started(self) -> _Child:
-        if self.proc is None:
-            self.start()
-        return self
-
-    def request(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
-        self.ensure_started()
-        assert self.proc is not None and self.proc.stdin and self.proc.stdout
-        self._ids += 1
-        with open(self.crumbs, "w"):
-            pass
-        line = json.dumps({"v": PROTOCOL, "id": self._ids, "op": op, **fields}) + "\n"
-        try:
-            self.proc.stdin.write(line.encode())
-        except (BrokenPipeError, OSError):
-            self._died()
-        import selectors
-
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in self._buf:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.kill()
-                    raise _ChildGone("timeout", None, f"no answer within {timeout:g}s")
-                chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
-                if not chunk:
-                    self._died()
-                self._buf += chunk
-        raw, _, self._buf = self._buf.partition(b"\n")
-        reply = json.loads(raw)
-        if reply.get("v") != PROTOCOL:
-            raise ProbeError(f"child speaks protocol {reply.get('v')!r}, expected {PROTOCOL}")
-        if not reply.get("ok"):
-            raise ProbeError(f"probe child failed on {op}: {reply.get('error')}")
-        return reply
-
-    def _died(self) -> None:
-        assert self.proc is not None
-        code = self.proc.wait()
-        self.proc = None
-        sig = -code if code < 0 else None
-        detail = f"killed by signal {sig} ({signal.Signals(sig).name})" if sig else f"exited with {code}"
-        raise _ChildGone("crash", sig, detail)
-
-    def breadcrumb(self) -> dict[str, Any] | None:
-        """The extension whose load was under way when the child died, if any."""
-        open_loads: list[str] = []
-        candidate = None
-        try:
-            with open(self.crumbs, encoding="utf-8", errors="replace") as fh:
-                for line in fh.read().splitlines():
-                    if line.startswith("*"):
-                        candidate = line[1:]
-                    elif line.startswith("+"):
-                        open_loads.append(line[1:])
-                    elif line.startswith("-") and open_loads:
-                        open_loads.pop()
-        except OSError:
-            return None
-        if not open_loads:
-            return {"name": None, "file": None, "candidate": candidate} if candidate else None
-        name, _, file = open_loads[-1].partition("\t")
-        return {"name": name, "file": file or None, "candidate": candidate}
-
-    def stderr_tail(self, limit: int = 2000) -> str:
-        try:
-            with open(self.stderr_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc.wait()
-            self.proc = None
-
-    def close(self) -> None:
-        if self.proc is not None:
-            import subprocess
-
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            self.kill()
-
-
 Recall = Callable[[ModuleInfo], "Trial | None"]
 
 
+class _Run:
+    def __init__(self, trial: Trial, raw: dict[str, Any]):
+        self.trial = trial
+        self.raw = raw
+
+
+class _Target:
+    """One target's probe: its budget, its workers, and the trials it has run."""
+
+    def __init__(self, prober: Prober, zygote: Zygote) -> None:
+        self.prober = prober
+        self.zygote = zygote
+        self.budget = prober.timeout
+        self.started = time.monotonic()
+        self.deadline = self.started + self.budget
+        self.sub_deadline = self.started + self.budget * SUB_SHARE
+        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
+        self.count = 0
+
+    def _fork(self) -> Worker:
+        worker = self.zygote.fork(self.prober.memory_bytes)
+        self.workers.append(worker)
+        return worker
+
+    def _request(self, worker: Worker, op: str, deadline: float, **req: Any) -> dict[str, Any]:
+        return worker.request(
+            op,
+            timeout=deadline - time.monotonic(),
+            workdir=self.prober.workdir,
+            breadcrumb=worker.crumbs,
+            sys_path=self.prober.sys_path,
+            **req,
+        )
+
+    def _spent(self, kind: str, candidate: str, why: str) -> _Run:
+        return _Run(Trial(kind, candidate, "timeout", {"type": "budget", "msg": why}), {})
+
+    def trial(self, kind: str, candidate: str, **req: Any) -> _Run:
+        """One fresh sub-interpreter in this target's worker (a new worker after a loss)."""
+        if self.count >= MAX_TRIALS:
+            return self._spent(kind, candidate, f"trial budget used up ({MAX_TRIALS} interpreters)")
+        if self.sub_deadline <= time.monotonic():
+            return self._spent(kind, candidate, f"timeout: probe budget of {self.budget:g}s used up")
+        self.count += 1
+        STATS["trials"] += 1
+        started = time.perf_counter()
+        try:
+            if self.worker is None:
+                self.worker = self._fork()
+            raw = self._request(self.worker, "trial", self.sub_deadline, **req)
+        except ChildGone as gone:
+            return _Run(self._lost(kind, candidate, gone, time.perf_counter() - started), {})
+        error = raw.get("error")
+        trial = Trial(
+            kind,
+            candidate,
+            "ok" if error is None else "failed",
+            error,
+            failures=tuple(raw.get("failures", ())),
+            elapsed_s=time.perf_counter() - started,
+        )
+        return _Run(trial, raw)
+
+    def _lost(self, kind: str, candidate: str, gone: ChildGone, elapsed: float) -> Trial:
+        worker, self.worker = self.worker, None
+        culprit = worker.breadcrumb() if worker is not None else None
+        detail = gone.detail
+        if gone.status == "timeout":
+            detail = f"timeout: still running after {elapsed:.1f}s of the {self.budget:g}s budget"
+        err = {"type": gone.status, "msg": detail, "stderr": worker.stderr_tail() if worker else ""}
+        if not gone.ours and gone.signal == signal.SIGKILL:
+            err["external"] = True  # not us: the OOM killer, or someone's kill -9
+        return Trial(
+            kind, candidate, gone.status, err, culprit=culprit, signal=gone.signal, elapsed_s=elapsed
+        )
+
+    def main(self, module: str, function: str | None, extra: list[str]) -> tuple[list[Trial], dict[str, Any]]:
+        """Import in the main interpreter of a fresh worker: broken everywhere? And the
+        whole tree, with who imported what, where the sub-interpreter stopped short."""
+        names = [module, *extra]
+        started = time.perf_counter()
+        status, sig, detail, external = "ok", None, "", False
+        worker = None
+        stem = ""
+        try:
+            if self.deadline <= time.monotonic():
+                raise ChildGone(
+                    "timeout", None, f"timeout: probe budget of {self.budget:g}s used up", ours=True
+                )
+            worker = self.prober._zygote(lean=True).fork(self.prober.memory_bytes)
+            self.workers.append(worker)
+            stem = worker.stem + ".main"
+            self._request(
+                worker,
+                "main",
+                self.deadline,
+                lazy=False,
+                mode="job",
+                names=names,
+                function=function,
+                stem=stem,
+            )
+        except ChildGone as gone:
+            status, sig, detail = gone.status, gone.signal, gone.detail
+            external = not gone.ours and gone.signal == signal.SIGKILL
+            if status == "timeout":
+                detail = (
+                    f"timeout: no answer within {time.perf_counter() - started:.1f}s in a main interpreter"
+                )
+        finally:
+            if worker is not None:
+                worker.close()  # with anything the job forked
+        runs = _read_runs(stem, len(names)) if stem else []
+        if runs:  # module origins and distributions, looked up where no job code ran
+            if self.worker is None:
+                self.worker = self._fork()
+            describer = self.worker
+            grace = self.deadline + 10.0  # our own code: a little past the budget
+            runs = [self._request(describer, "describe", grace, result=r)["result"] for r in runs]
+        elapsed = time.perf_counter() - started
+        out = [
+            Trial(
+                "main",
+                name,
+                "ok" if run.get("error") is None else "failed",
+                run.get("error"),
+                elapsed_s=elapsed,
+            )
+            for name, run in zip(names, runs, strict=False)
+        ]
+        if len(runs) < len(names):
+            err: dict[str, Any] = {
+                "type": status,
+                "msg": detail,
+                "stderr": worker.stderr_tail() if worker else "",
+            }
+            if external:
+                err["external"] = True
+            culprit = worker.breadcrumb() if worker else None
+            out.append(
+                Trial("main", names[len(runs)], status, err, culprit=culprit, signal=sig, elapsed_s=elapsed)
+            )
+        return out, (runs[0] if runs else {})
+
+    def finish(self) -> None:
+        for worker in self.workers:
+            worker.discard()
+        self.workers.clear()
+        self.worker = None
+
+
+def _read_runs(stem: str, count: int) -> list[dict[str, Any]]:
+    """The main pass's runs, in order, up to the first one it did not finish."""
+    import json
+
+    runs = []
+    for i in range(count):
+        path = f"{stem}-{i}.json"
+        try:
+            with open(path, encoding="utf-8") as fh:
+                run = json.load(fh)
+            os.unlink(path)
+        except (OSError, ValueError, RecursionError):
+            break
+        if not isinstance(run, dict):
+            break
+        runs.append(run)
+    return runs
+
+
 class Prober:
-    """Runs trials for many targets on ``jobs`` children in parallel."""
+    """Runs trials for many targets on ``jobs`` zygotes in parallel."""
 
     def __init__(
         self,
         python: str | None = None,
         *,
         timeout: float = 30.0,
+        memory_mb: int | None = DEFAULT_MEMORY_MB,
         jobs: int | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
@@ -291,12 +360,15 @@ class Prober:
         preload: Sequence[str] = (),
         sys_path: Sequence[str] | None = None,
     ) -> None:
-        """``preload``: modules the runtime imports in every sub-interpreter before
-        the job (chancy's job wrapper); what they load or skip is not the job's.
-        ``sys_path``: resolve targets with this path instead of the child's own (a
-        worker whose sys.path was changed at run time passes its own)."""
+        """``timeout``: wall-clock budget of one target's whole probe. ``memory_mb``:
+        address-space limit of each worker (None or 0: none). ``preload``: modules the
+        runtime imports in every sub-interpreter before the job (chancy's job wrapper);
+        what they load or skip is not the job's. ``sys_path``: resolve targets with this
+        path instead of the child's own (a worker whose sys.path changed at run time)."""
         self.python = python or sys.executable
         self.timeout = timeout
+        self.memory_mb = memory_mb or None
+        self.memory_bytes = (memory_mb << 20) if memory_mb else None
         self.jobs = max(1, jobs or os.cpu_count() or 1)
         self.cwd = cwd
         self.env = env
@@ -305,15 +377,15 @@ class Prober:
         self.sys_path = list(sys_path) if sys_path is not None else None
         self._workdir: str | None = None
         self._local = threading.local()
-        self._children: list[_Child] = []
-        self._idle: list[_Child] = []
+        self._zygotes: list[Zygote] = []
+        self._idle: list[Zygote] = []
         self._lock = threading.Lock()
         self._ext_memo: dict[str, Trial] = {}
         self._interp: Interpreter | None = None
 
     @property
     def workdir(self) -> str:
-        """Scratch space for children (results, breadcrumbs), made when the first starts."""
+        """Scratch space for workers (results, breadcrumbs), made when the first starts."""
         if self._workdir is None:
             import tempfile
 
@@ -328,65 +400,126 @@ class Prober:
         self.close()
 
     def close(self) -> None:
-        for child in self._children:  # every child starts exiting at once, then each is reaped
-            if child.proc is not None and child.proc.stdin is not None:
+        with self._lock:
+            zygotes = list(self._zygotes)
+            self._zygotes.clear()
+            self._idle.clear()
+        for zygote in zygotes:  # every zygote starts finishing at once, then each is reaped
+            if zygote.ctl is not None:
                 try:
-                    child.proc.stdin.close()
+                    zygote.ctl.shutdown(2)
                 except OSError:
                     pass
-        for child in self._children:
-            child.close()
-        self._children.clear()
-        self._idle.clear()
+        for zygote in zygotes:
+            zygote.close()
         if self._workdir is not None:
             import shutil
 
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    def _child(self) -> _Child:
-        child = getattr(self._local, "child", None)
-        if child is None:
-            with self._lock:
-                child = self._idle.pop() if self._idle else None
-            if child is None:
-                child = _Child(self.python, self.workdir, self.env, self.cwd)
+    def abort(self) -> None:
+        """Stop now (a signal, an interrupt): every zygote and worker is killed."""
+        with self._lock:
+            zygotes = list(self._zygotes)
+        for zygote in zygotes:
+            zygote.kill()
+
+    def _zygote(self, lean: bool = False) -> Zygote:
+        if lean:  # main-pass workers: one lean zygote per thread, started on first need
+            zygote = getattr(self._local, "lean", None)
+            if zygote is None:
+                zygote = self._local.lean = Zygote(self.python, self.workdir, self.env, self.cwd, warm=False)
                 with self._lock:
-                    self._children.append(child)
-            self._local.child = child
-        return child
+                    self._zygotes.append(zygote)
+            return zygote
+        zygote = getattr(self._local, "zygote", None)
+        if zygote is None:
+            with self._lock:
+                zygote = self._idle.pop() if self._idle else None
+            if zygote is None:
+                zygote = Zygote(self.python, self.workdir, self.env, self.cwd)
+                with self._lock:
+                    self._zygotes.append(zygote)
+            self._local.zygote = zygote
+        return zygote
 
     def interpreter(self) -> Interpreter:
         if self._interp is None:
             try:
-                reply = self._child().request("hello", timeout=max(self.timeout, 30.0))
-            except _ChildGone as gone:
+                reply = self._zygote().hello(timeout=max(self.timeout, 30.0))
+            except ChildGone as gone:
                 raise ProbeError(f"{self.python} did not start a probe: {gone.detail}") from None
             self._interp = Interpreter.from_json(reply)
-            with self._lock:  # the first thread that probes takes this child over
-                self._idle.append(self._local.child)
-            self._local.child = None
+            with self._lock:  # the first thread that probes takes this zygote over
+                self._idle.append(self._local.zygote)
+            self._local.zygote = None
         return self._interp
 
     # -- probing ------------------------------------------------------------
     def probe_many(self, targets: Iterable[str]) -> list[ProbeResult]:
-        targets = list(targets)
+        order = list(targets)
+        done = {r.target: r for r in self.iter_probe(order)}
+        return [done[t] for t in order]
+
+    def iter_probe(self, targets: Iterable[str]) -> Iterator[ProbeResult]:
+        """Results as each target finishes (so each can be cached at once)."""
+        targets = list(dict.fromkeys(targets))
         interp = self.interpreter()
         if interp.unsupported or not targets:
-            return [ProbeResult(t, interp, ModuleTree(split_target(t)[0])) for t in targets]
+            for t in targets:
+                yield ProbeResult(t, interp, ModuleTree(split_target(t)[0]))
+            return
         if self.jobs == 1 or len(targets) == 1:
-            return [self.probe(t) for t in targets]
-        from concurrent.futures import ThreadPoolExecutor
+            for t in targets:
+                yield self.probe(t)
+            return
+        from concurrent.futures import ThreadPoolExecutor, as_completed
 
-        with ThreadPoolExecutor(max_workers=min(self.jobs, len(targets))) as pool:
-            return list(pool.map(self.probe, targets))
+        pool = ThreadPoolExecutor(max_workers=min(self.jobs, len(targets)))
+        try:
+            futures = [pool.submit(self.probe, t) for t in targets]
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self.abort()  # threads waiting on killed workers return at once
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def probe(self, target: str) -> ProbeResult:
+        """Whatever goes wrong while probing ``target`` is ``target``'s verdict, never the run's."""
         interp = self.interpreter()
-        module, function = split_target(target)
         started = time.perf_counter()
         if interp.unsupported:
-            return ProbeResult(target, interp, ModuleTree(module))
+            return ProbeResult(target, interp, ModuleTree(split_target(target)[0]))
+        try:
+            return self._probe(target, interp)
+        except Exception as exc:
+            module = split_target(target)[0]
+            msg = f"the probe could not finish this target: {_text(exc)}"
+            trial = Trial("job", module, "crash", {"type": PROBE_FAILURE, "msg": msg})
+            return ProbeResult(
+                target,
+                interp,
+                ModuleTree(module),
+                (trial,),
+                time.perf_counter() - started,
+                limits=self.limits,
+            )
+
+    @property
+    def limits(self) -> dict[str, float]:
+        out: dict[str, float] = {"timeout_s": self.timeout}
+        if self.memory_mb:
+            out["memory_mb"] = self.memory_mb
+        return out
+
+    def _probe(self, target: str, interp: Interpreter) -> ProbeResult:
+        module, function = split_target(target)
+        started = time.perf_counter()
         modules: dict[str, ModuleInfo] = {}
         edges: dict[str, Edge] = {}
         loaded: set[str] = set()
@@ -403,32 +536,39 @@ class Prober:
             for name, (importer, file, line, how) in raw.get("edges", {}).items():
                 edges.setdefault(name, Edge(importer, file, line, how))
 
-        job = self._trial("job", module, mode="job", name=module, function=function, preload=self.preload)
-        trials.append(job.trial)
-        absorb(job.raw)
-        trials.extend(self._lazy_trials(job.raw))
-        self._drain(module, job.raw.get("pending", []), [], trials, absorb)
-        if self._needs_main(trials):
-            # Something failed: is it broken in the main interpreter too, and which
-            # extensions of the tree did the sub-interpreter never reach?
-            lazy_failed = [
-                t.candidate for t in trials if t.kind == "lazy" and t.status == "failed" and not t.failures
-            ]
-            main, main_raw = self._main(module, function, lazy_failed)
-            trials.extend(main)
-            absorb(main_raw, in_sub=False)
-            if job.trial.status != "ok" and main[0].status == "ok":
-                # the job never reached its deferred imports: scan the tree main saw
-                sources = [
-                    [m.name, m.file, m.file.endswith("__init__.py"), False]
-                    for m in modules.values()
-                    if m.origin == "first_party" and m.file and m.file.endswith(".py")
-                ]
-                self._drain(module, [], sources, trials, absorb)
-        trials.extend(self._extension_trials(modules, loaded, trials, interp))
+        run = _Target(self, self._zygote())
+        try:
+            job = run.trial("job", module, mode="job", name=module, function=function, preload=self.preload)
+            trials.append(job.trial)
+            absorb(job.raw)
+            trials.extend(self._lazy_trials(job.raw))
+            self._drain(run, module, job.raw.get("pending", []), [], trials, absorb)
+            if self._needs_main(trials):
+                # Something failed: is it broken in the main interpreter too, and which
+                # extensions of the tree did the sub-interpreter never reach?
+                main, main_raw = run.main(module, function, self._blame_candidates(module, trials))
+                trials.extend(main)
+                absorb(main_raw, in_sub=False)
+                if job.trial.status != "ok" and main[0].status == "ok":
+                    # the job never reached its deferred imports: scan the tree main saw
+                    sources = [
+                        [m.name, m.file, m.file.endswith("__init__.py"), False]
+                        for m in modules.values()
+                        if m.origin == "first_party" and m.file and m.file.endswith(".py")
+                    ]
+                    self._drain(run, module, [], sources, trials, absorb)
+            trials.extend(self._extension_trials(run, modules, loaded, trials, interp))
+        finally:
+            run.finish()
         tree = ModuleTree(module, tuple(sorted(modules.values(), key=lambda m: m.name)), edges)
         return ProbeResult(
-            target, interp, tree, tuple(trials), time.perf_counter() - started, frozenset(loaded)
+            target,
+            interp,
+            tree,
+            tuple(trials),
+            time.perf_counter() - started,
+            frozenset(loaded),
+            limits=self.limits,
         )
 
     @staticmethod
@@ -444,17 +584,40 @@ class Prober:
                 return True
         return False
 
+    @staticmethod
+    def _blame_candidates(module: str, trials: list[Trial]) -> list[str]:
+        """Deferred imports to retry in the main interpreter: those that failed without
+        an extension failing, and those that crashed or hung (everywhere, or only here?)."""
+        out: dict[str, None] = {}
+        for t in trials:
+            if t.kind != "lazy" or t.candidate == module:
+                continue
+            if (t.status == "failed" and not t.failures) or t.status in ("crash", "timeout"):
+                out[t.candidate] = None
+        return list(out)[:8]
+
     def _drain(
         self,
+        run: _Target,
         module: str,
         pending: list[list[Any]],
         sources: list[list[Any]],
         trials: list[Trial],
         absorb: Callable[[dict[str, Any]], None],
     ) -> None:
-        """Deferred imports left after a failure, each batch in a fresh interpreter."""
-        while pending or sources:
-            nxt = self._trial(
+        """Deferred imports left after a failure, each batch in a fresh interpreter.
+
+        A fixpoint over what was tried: a name is attempted once per target, whatever
+        re-imports it, so a module whose ``__getattr__`` imports itself ends."""
+        tried = {t.candidate for t in trials if t.kind == "lazy"}
+        tried.update((t.culprit or {}).get("candidate") or "" for t in trials)
+        tried.discard("")
+        while True:
+            pending = [p for p in pending if p[0] not in tried]
+            if not pending and not sources:
+                return
+            before = len(tried)
+            nxt = run.trial(
                 "lazy",
                 pending[0][0] if pending else module,
                 mode="lazy",
@@ -462,20 +625,25 @@ class Prober:
                 pending=pending,
                 sources=sources,
                 preload=self.preload,
-                skip=sorted({(t.culprit or {}).get("candidate") or "" for t in trials} - {""}),
+                skip=sorted(tried),
             )
             sources = []
             absorb(nxt.raw)
-            trials.extend(self._lazy_trials(nxt.raw))
+            new = self._lazy_trials(nxt.raw)
+            trials.extend(new)
+            tried.update(t.candidate for t in new)
             if nxt.trial.status in ("crash", "timeout"):
-                culprit = nxt.trial.culprit or {}
-                names = [p[0] for p in pending]
-                cand = culprit.get("candidate")
-                at = names.index(cand) if cand in names else 0
+                cand = (nxt.trial.culprit or {}).get("candidate") or (pending[0][0] if pending else None)
                 trials.append(dataclasses.replace(nxt.trial, candidate=cand or nxt.trial.candidate))
-                pending = pending[at + 1 :]
+                if cand is None or (nxt.trial.error or {}).get("type") == "budget":
+                    return
+                tried.add(cand)
+                names = [p[0] for p in pending]
+                pending = pending[names.index(cand) + 1 :] if cand in names else pending
             else:
                 pending = nxt.raw.get("pending", [])
+            if len(tried) == before:  # nothing new was attempted: done
+                return
 
     def _lazy_trials(self, raw: dict[str, Any]) -> list[Trial]:
         out = []
@@ -497,6 +665,7 @@ class Prober:
 
     def _extension_trials(
         self,
+        run: _Target,
         modules: dict[str, ModuleInfo],
         loaded: set[str],
         trials: list[Trial],
@@ -512,7 +681,7 @@ class Prober:
         for t in trials:
             for f in t.failures:
                 failed.setdefault(f["name"], f)
-        settled = {t.culprit["name"] for t in trials if t.culprit}
+        settled = {t.culprit["name"] for t in trials if t.culprit and t.culprit.get("name")}
         if not failed and not settled and all(t.status in ("ok", "missing") for t in trials):
             return []
         todo: dict[str, ModuleInfo] = {
@@ -535,19 +704,20 @@ class Prober:
                     "extension", name, "failed", {"type": f["type"], "msg": f["msg"]}, failures=(f,)
                 )
             else:
-                trial = self._trial("extension", name, mode="load", name=name, file=info.file).trial
+                trial = run.trial("extension", name, mode="load", name=name, file=info.file).trial
             if (
                 trial.status == "failed"
                 and interp.can_classify
                 and SUBINTERP_MESSAGE in (trial.error or {}).get("msg", "")
             ):
-                shared = self._trial(
+                shared = run.trial(
                     "classify", name, mode="load", name=name, file=info.file, shared_gil=True
                 ).trial
                 trial = dataclasses.replace(trial, shared_gil=shared.status == "ok")
             trial = dataclasses.replace(trial, file=info.file)
-            with self._lock:
-                self._ext_memo[info.file or name] = trial
+            if trial.status in ("ok", "failed"):  # a hang or a crash is not a fact about the file
+                with self._lock:
+                    self._ext_memo[info.file or name] = trial
             out.append(trial)
         return out
 
@@ -559,104 +729,9 @@ class Prober:
             memo = self.recall(info)
         return memo
 
-    class _Run:
-        def __init__(self, trial: Trial, raw: dict[str, Any]):
-            self.trial = trial
-            self.raw = raw
 
-    def _trial(self, kind: str, candidate: str, **req: Any) -> Prober._Run:
-        child = self._child().ensure_started()
-        STATS["trials"] += 1
-        started = time.perf_counter()
-        try:
-            raw = child.request(
-                "trial",
-                timeout=self.timeout,
-                workdir=self.workdir,
-                breadcrumb=child.crumbs,
-                sys_path=self.sys_path,
-                **req,
-            )
-        except _ChildGone as gone:
-            culprit = child.breadcrumb()
-            child.kill()
-            err = {"type": gone.status, "msg": gone.detail, "stderr": child.stderr_tail()}
-            trial = Trial(
-                kind,
-                candidate,
-                gone.status,
-                err,
-                culprit=culprit,
-                signal=gone.signal,
-                elapsed_s=time.perf_counter() - started,
-            )
-            return self._Run(trial, {})
-        error = raw.get("error")
-        status = "ok" if error is None else "failed"
-        trial = Trial(
-            kind,
-            candidate,
-            status,
-            error,
-            failures=tuple(raw.get("failures", ())),
-            elapsed_s=time.perf_counter() - started,
-        )
-        return self._Run(trial, raw)
-
-    def _main(
-        self, module: str, function: str | None, extra: list[str]
-    ) -> tuple[list[Trial], dict[str, Any]]:
-        """Import in the main interpreter of a fresh process: broken everywhere? And
-        the whole tree, with who imported what, where the sub-interpreter stopped short.
-
-        Where the target can fork, each thread keeps one pristine child that only forks
-        these processes (no interpreter start-up per import); otherwise a new child."""
-        names = [module, *extra]
-        reuse = self.interpreter().can_fork
-        child = getattr(self._local, "forker", None) if reuse else None
-        if child is None:
-            child = _Child(self.python, self.workdir, self.env, self.cwd)
-            if reuse:
-                self._local.forker = child
-                with self._lock:
-                    self._children.append(child)
-        started = time.perf_counter()
-        try:
-            reply = child.ensure_started().request(
-                "main",
-                timeout=self.timeout * len(names) + 30,
-                workdir=self.workdir,
-                breadcrumb=child.crumbs,
-                lazy=False,
-                mode="job",
-                names=names,
-                function=function,
-                timeout_s=self.timeout,
-            )
-            runs, status = reply["runs"], reply["status"]
-            sig, detail = reply.get("signal"), reply.get("detail")
-        except _ChildGone as gone:
-            runs, status, sig, detail = [], gone.status, gone.signal, gone.detail
-        finally:
-            if not reuse:
-                child.close()
-        if runs:  # module origins and distributions, looked up outside the forking child
-            describer = self._child().ensure_started()
-            try:
-                runs = [describer.request("describe", timeout=60.0, result=r)["result"] for r in runs]
-            except _ChildGone as gone:
-                raise ProbeError(f"probe child lost while describing {module}: {gone.detail}") from None
-        elapsed = time.perf_counter() - started
-        out: list[Trial] = []
-        for name, run in zip(names, runs, strict=False):
-            error = run.get("error")
-            out.append(Trial("main", name, "ok" if error is None else "failed", error, elapsed_s=elapsed))
-        if len(runs) < len(names):
-            err = {"type": status, "msg": detail, "stderr": child.stderr_tail()}
-            culprit = child.breadcrumb()
-            out.append(
-                Trial("main", names[len(runs)], status, err, culprit=culprit, signal=sig, elapsed_s=elapsed)
-            )
-            if status == "timeout" and reuse:
-                child.kill()  # it answered, but be sure nothing it forked lingers
-        return out, (runs[0] if runs else {})
+def _text(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__

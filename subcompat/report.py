@@ -79,6 +79,9 @@ class Report:
                     ],
                     "elapsed_s": round(v.elapsed_s, 4),
                     "cached": v.cached,
+                    "transient": v.transient or None,
+                    "files": list(v.files),
+                    "dist_stamps": list(v.dist_stamps),
                 }
                 for v in self.verdicts
             ],

@@ -15,7 +15,14 @@ import struct
 from dataclasses import dataclass
 
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
-from subcompat.probe import SUBINTERP_MESSAGE, ProbeResult, Trial, split_target
+from subcompat.probe import (
+    PROBE_FAILURE,
+    SUBINTERP_MESSAGE,
+    ProbeResult,
+    Trial,
+    is_memory_error,
+    split_target,
+)
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
@@ -98,6 +105,7 @@ class Verdict:
     extensions: tuple[ExtensionVerdict, ...] = ()
     elapsed_s: float = 0.0
     cached: bool = False
+    transient: str = ""  # why this verdict is not a fact about the module (never cached)
 
     @property
     def ok(self) -> bool:
@@ -117,6 +125,7 @@ class Verdict:
             "extensions": [e.to_json() for e in self.extensions],
             "elapsed_s": round(self.elapsed_s, 4),
             "cached": self.cached,
+            "transient": self.transient or None,
         }
 
     @classmethod
@@ -134,6 +143,7 @@ class Verdict:
             extensions=tuple(ExtensionVerdict.from_json(e) for e in data.get("extensions", ())),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             cached=bool(data.get("cached", False)),
+            transient=str(data.get("transient") or ""),
         )
 
 
@@ -276,6 +286,7 @@ def decide(result: ProbeResult) -> Verdict:
     main = next((t for t in result.trials if t.kind == "main" and t.candidate == module), None)
     exts = {t.candidate: t for t in result.trials if t.kind == "extension"}
     notes: list[str] = []
+    errors: list[str] = []  # broken in any interpreter, or the probe could not finish
     culprits: dict[str, Culprit] = {}
     degraded: dict[str, Culprit] = {}
     worst = COMPATIBLE
@@ -324,19 +335,33 @@ def decide(result: ProbeResult) -> Verdict:
         if prev is None or SEVERITY[c.status] > SEVERITY[prev.status]:
             culprits[c.module] = c
 
-    # crashes and hangs, wherever they happened
+    # crashes and hangs, wherever they happened; blamed on sub-interpreters only when a
+    # main interpreter got through the same import
+    main_lost = {t.candidate: t for t in result.trials if t.kind == "main" and t.status in (CRASH, TIMEOUT)}
     for t in result.trials:
-        if t.status in (CRASH, TIMEOUT):
-            crumb = t.culprit or {}
-            name = crumb.get("name") or crumb.get("candidate") or t.candidate
-            file = (t.culprit or {}).get("file") or t.file
-            add(culprit_from(name, file, t.error, t.status))
-            worse(t.status, f"{name}: {t.error.get('msg') if t.error else t.status}")
+        if t.status not in (CRASH, TIMEOUT):
+            continue
+        kind = (t.error or {}).get("type")
+        if kind == "budget":
+            worse(TIMEOUT, f"{_msg(t.error)} before {t.candidate} was checked")
+            continue
+        if kind == PROBE_FAILURE:
+            errors.append(_msg(t.error))
+            continue
+        crumb = t.culprit or {}
+        name = crumb.get("name") or crumb.get("candidate") or t.candidate
+        file = crumb.get("file") or t.file
+        same = main_lost.get(module if t.kind == "job" else t.candidate)
+        if t.kind == "main" or same is not None:
+            errors.append(_everywhere(same or t, name))
+            continue
+        add(culprit_from(name, file, t.error, t.status))
+        worse(t.status, f"{name}: {t.error.get('msg') if t.error else t.status}")
 
     # the job module itself
     if job is not None and job.status == "failed":
         if main is not None and main.status == "failed":
-            msg = f"{main.error['type']}: {main.error['msg']}" if main.error else "import failed"
+            msg = _limit_reason(main.error, result) or _short_error(main.error)
             worse(ERROR, f"fails in the main interpreter too, so this is a bug in the module: {msg}")
         elif main is not None and main.status in (CRASH, TIMEOUT):
             pass  # counted above
@@ -372,6 +397,10 @@ def decide(result: ProbeResult) -> Verdict:
             continue
         everywhere = next((m for m in result.trials if m.kind == "main" and m.candidate == t.candidate), None)
         if everywhere is not None and everywhere.status == "failed":
+            limit = _limit_reason(everywhere.error, result)
+            if limit:
+                errors.append(f"deferred import {t.candidate} {limit}")
+                continue
             notes.append(
                 f"deferred import {t.candidate} fails in the main interpreter too "
                 f"({_short_error(everywhere.error)})"
@@ -424,6 +453,8 @@ def decide(result: ProbeResult) -> Verdict:
             add(culprit_from(name, t.file, t.error, INCOMPATIBLE, t.shared_gil))
 
     ext_verdicts = _extension_verdicts(result, exts, culprits, degraded)
+    if errors and worst not in (CRASH, TIMEOUT, INCOMPATIBLE):
+        worst, reason = ERROR, "; ".join(dict.fromkeys(errors))
     if worst == COMPATIBLE:
         reason = "imports in a fresh isolated sub-interpreter"
         if any(t.kind == "lazy" and t.status == "ok" for t in result.trials):
@@ -435,8 +466,29 @@ def decide(result: ProbeResult) -> Verdict:
         degraded=tuple(sorted(degraded.values(), key=lambda c: c.module)),
         notes=tuple(notes),
         extensions=ext_verdicts,
+        transient=result.transient or "",
         **base,
     )
+
+
+def _everywhere(t: Trial, name: str) -> str:
+    """The reason for a crash or hang that a main interpreter shares."""
+    what = "hangs" if t.status == TIMEOUT else "crashes"
+    return (
+        f"{what} in a main interpreter too, while loading {name} ({_msg(t.error)}): "
+        "a bug in the module, not a sub-interpreter problem"
+    )
+
+
+def _limit_reason(error: dict[str, Any] | None, result: ProbeResult) -> str | None:
+    """A MemoryError under the probe's address-space limit names the limit."""
+    if not is_memory_error(error):
+        return None
+    limit = result.limits.get("memory_mb")
+    where = (error or {}).get("where") or "the import"
+    if limit:
+        return f"exceeds the memory limit ({limit:g} MiB, --memory) at {where}"
+    return f"MemoryError at {where}"
 
 
 def _first(trials: tuple[Trial, ...], kind: str) -> Trial | None:

@@ -66,7 +66,7 @@ def test_segfault_is_a_crash_and_the_probe_carries_on(probe_app):
     assert result["jobs.fine"].verdict == COMPATIBLE
 
 
-def test_main_interpreter_imports_fork_from_one_pristine_child(probe_app):
+def test_every_target_forks_from_one_pristine_zygote(probe_app):
     """The forking child survives a crash in what it forked, and each forked import sees a
     clean main interpreter (metadata lookups happen elsewhere, so ``_datetime``, which
     importlib.metadata pulls in, still shows up as the job's)."""
@@ -79,10 +79,10 @@ def test_main_interpreter_imports_fork_from_one_pristine_child(probe_app):
     )
     with probe.Prober(jobs=1) as prober:
         first = prober.probe("jobs.first")
-        forker = prober._local.forker.proc.pid
+        forker = prober._local.zygote.proc.pid
         crashy = prober.probe("jobs.crashy")
         second = prober.probe("jobs.second")
-        assert prober._local.forker.proc.pid == forker
+        assert prober._local.zygote.proc.pid == forker
     (crash_main,) = [t for t in crashy.trials if t.kind == "main"]
     assert crash_main.status == "crash" and crash_main.signal == 11
     for result in (first, second):
@@ -324,11 +324,16 @@ def test_target_python_other_than_the_parent(probe_app):
     assert "3.11" in v.reason
 
 
-def test_protocol_version_mismatch_is_reported(monkeypatch, tmp_path):
-    monkeypatch.setattr(probe, "PROTOCOL", 99)
+def test_protocol_version_mismatch_is_the_targets_verdict_not_the_runs(monkeypatch, tmp_path):
+    """A worker that answers in another protocol cannot be trusted: that target is
+    reported as a probe failure, and the run goes on."""
+    from subcompat import _transport
+
+    monkeypatch.setattr(_transport, "PROTOCOL", 99)
     with probe.Prober(sys.executable, timeout=20) as prober:
-        with pytest.raises(probe.ProbeError, match="protocol"):
-            prober.interpreter()
+        result = prober.probe("json")
+    (trial,) = result.trials
+    assert trial.status == "crash" and "protocol violation" in trial.error["msg"]
 
 
 def test_probe_a_venv_without_subcompat_installed(probe_app, tmp_path):

@@ -1,0 +1,328 @@
+"""Parent side of the probe's processes: one zygote per probing thread, one worker per target.
+
+The zygote (``_child.py``) is a process of the target interpreter that never runs
+job code; it forks a worker on request and reaps it (with everything the worker left
+behind) when told. Requests to the zygote travel on a SOCK_SEQPACKET socket, one
+message each; a worker gets its own stream socket, passed with the fork request.
+
+The worker channel is not trusted: job code runs in the worker and can write to any
+of its descriptors. Every request carries an id and a per-worker random nonce; a line
+that is not JSON, or does not echo both, is a protocol violation and ends the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    import subprocess
+    from typing import Any
+
+PROTOCOL = 1
+MAX_REPLY = 64 << 20
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CHILD = os.path.join(_HERE, "_child.py")
+_BOOT = (
+    "import sys;p=sys.argv[1];"
+    "exec(compile(open(p,encoding='utf-8').read(),p,'exec'),"
+    "{'__name__':'__subcompat_child__','__file__':p,'__builtins__':__builtins__})"
+)
+
+#: Counts of what this process did, for tests and benchmarks ("a warm run spawns no child").
+STATS = {"children_started": 0, "workers_forked": 0, "trials": 0}
+
+
+class ProbeError(Exception):
+    """The probe itself could not run (bad interpreter path, protocol mismatch)."""
+
+
+class ChildGone(Exception):
+    """A worker (or zygote) stopped answering: ``status`` is ``crash`` or ``timeout``."""
+
+    def __init__(self, status: str, signal_no: int | None, detail: str, *, ours: bool = False) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.signal = signal_no
+        self.detail = detail
+        self.ours = ours  # we killed it (timeout, violation), not the job or the OS
+
+
+def describe_exit(sig: int | None, code: int | None) -> str:
+    if sig:
+        try:
+            return f"killed by signal {sig} ({signal.Signals(sig).name})"
+        except ValueError:
+            return f"killed by signal {sig}"
+    if code is None:
+        return "the probe process was lost"
+    return f"exited with {code}"
+
+
+class Zygote:
+    """A pristine process of the target interpreter that forks workers."""
+
+    def __init__(
+        self, python: str, workdir: str, env: dict[str, str] | None, cwd: str | None, *, warm: bool = True
+    ) -> None:
+        """``warm``: workers come with the parser, the trial script and the installed
+        distributions loaded (trial workers); a lean zygote forks main-pass workers,
+        whose ``sys.modules`` must hold nothing the job did not ask for."""
+        self.warm = warm
+        self.python = python
+        self.workdir = workdir
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ctl: socket.socket | None = None
+        self.stderr_path = ""
+        self._serial = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import tempfile
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fd, self.stderr_path = tempfile.mkstemp(prefix="zygote-", dir=self.workdir)
+        try:
+            with os.fdopen(fd, "wb") as err:
+                self.proc = subprocess.Popen(
+                    [self.python, "-X", "faulthandler", "-c", _BOOT, _CHILD, str(theirs.fileno())],
+                    stdin=subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    cwd=self.cwd,
+                    env=self.env,
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            ours.close()
+            raise ProbeError(f"cannot start {self.python}: {exc.strerror or exc}") from None
+        finally:
+            theirs.close()
+        self.ctl = ours
+        STATS["children_started"] += 1
+
+    def call(self, op: str, timeout: float, fds: tuple[int, ...] = (), **fields: Any) -> dict[str, Any]:
+        import socket
+
+        if not self.alive:
+            self.close()
+            self.start()
+        assert self.ctl is not None
+        message = json.dumps({"op": op, **fields}).encode()
+        try:
+            if fds:
+                socket.send_fds(self.ctl, [message], list(fds))
+            else:
+                self.ctl.sendall(message)
+            self.ctl.settimeout(timeout)
+            raw = self.ctl.recv(1 << 20)
+        except (OSError, TimeoutError) as exc:
+            self.kill()
+            raise ChildGone("crash", None, f"probe zygote lost ({exc.__class__.__name__})") from None
+        if not raw:
+            self.kill()
+            raise ChildGone("crash", None, "probe zygote lost")
+        reply: dict[str, Any] = json.loads(raw)
+        if not reply.get("ok"):
+            raise ProbeError(f"probe zygote failed on {op}: {reply.get('error')}")
+        return reply
+
+    def hello(self, timeout: float) -> dict[str, Any]:
+        return self.call("hello", timeout)
+
+    def fork(self, memory_bytes: int | None) -> Worker:
+        import socket
+
+        self._serial += 1
+        stem = os.path.join(self.workdir, f"w{os.getpid()}-{id(self):x}-{self._serial}")
+        ours, theirs = socket.socketpair()
+        try:
+            reply = self.call(
+                "fork",
+                timeout=60.0,
+                fds=(theirs.fileno(),),
+                workdir=self.workdir,
+                stderr=stem + ".err",
+                memory=memory_bytes,
+                warm=self.warm,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        STATS["workers_forked"] += 1
+        return Worker(self, int(reply["pid"]), ours, stem)
+
+    def reap(self, pid: int) -> tuple[int | None, int | None]:
+        """Kill ``pid``'s process group, reap it and its strays; (signal, exit code)."""
+        try:
+            reply = self.call("reap", timeout=15.0, pid=pid)
+        except (ChildGone, ProbeError):
+            return None, None
+        return reply.get("signal"), reply.get("code")
+
+    def kill(self) -> None:
+        """Take the zygote down now; its workers follow (PR_SET_PDEATHSIG)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            self.proc = None
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+
+    def close(self) -> None:
+        """Ask the zygote to finish (it kills its workers first), then make sure."""
+        if self.ctl is not None:
+            try:
+                self.ctl.shutdown(2)  # SHUT_RDWR
+            except OSError:
+                pass
+        if self.proc is not None:
+            import subprocess
+
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+
+class Worker:
+    """One forked worker: requests and replies as JSON lines on its own socket."""
+
+    def __init__(self, zygote: Zygote, pid: int, sock: socket.socket, stem: str) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self.sock: socket.socket | None = sock
+        self.stem = stem
+        self.crumbs = stem + ".crumbs"
+        self.stderr_path = stem + ".err"
+        self.nonce = os.urandom(12).hex()
+        self._ids = 0
+        self._buf = b""
+        self.exit: tuple[int | None, int | None] | None = None
+
+    def request(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its reply; ``ChildGone`` if none comes."""
+        if self.sock is None:
+            raise ChildGone("crash", None, "worker already gone")
+        self._ids += 1
+        with open(self.crumbs, "w"):
+            pass
+        line = json.dumps({"v": PROTOCOL, "id": self._ids, "nonce": self.nonce, "op": op, **fields}) + "\n"
+        try:
+            self.sock.sendall(line.encode())
+        except OSError:
+            self._gone()
+        import selectors
+
+        deadline = time.monotonic() + max(0.0, timeout)
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.sock, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.close()
+                    raise ChildGone("timeout", None, f"no answer within {timeout:g}s", ours=True)
+                try:
+                    chunk = self.sock.recv(1 << 16)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self._gone()
+                self._buf += chunk
+                if len(self._buf) > MAX_REPLY:
+                    self._violation("a reply larger than the probe accepts")
+        raw, _, self._buf = self._buf.partition(b"\n")
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            reply = None
+        if (
+            not isinstance(reply, dict)
+            or reply.get("v") != PROTOCOL
+            or reply.get("id") != self._ids
+            or reply.get("nonce") != self.nonce
+        ):
+            self._violation("a line that is not the worker's reply")
+        if not reply.get("ok"):
+            self.close()
+            raise ChildGone("crash", None, f"the probe could not finish: {reply.get('error')}", ours=True)
+        return reply
+
+    def _violation(self, what: str) -> None:
+        self.close()
+        raise ChildGone(
+            "crash",
+            None,
+            f"protocol violation: the probe's channel carried {what} (job code wrote to it)",
+            ours=True,
+        )
+
+    def _gone(self) -> None:
+        sig, code = self.close()
+        raise ChildGone("crash", sig, describe_exit(sig, code))
+
+    def close(self) -> tuple[int | None, int | None]:
+        """Kill and reap this worker and everything it started; (signal, exit code)."""
+        if self.exit is None:
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
+            self.exit = self.zygote.reap(self.pid)
+        return self.exit
+
+    def discard(self) -> None:
+        """Remove the worker's files once what they say has been read."""
+        self.close()
+        for path in (self.crumbs, self.stderr_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def breadcrumb(self) -> dict[str, Any] | None:
+        """The extension whose load was under way when the worker died, if any."""
+        open_loads: list[str] = []
+        candidate = None
+        try:
+            with open(self.crumbs, encoding="utf-8", errors="replace") as fh:
+                for line in fh.read(1 << 20).splitlines():
+                    if line.startswith("*"):
+                        candidate = line[1:]
+                    elif line.startswith("+"):
+                        open_loads.append(line[1:])
+                    elif line.startswith("-") and open_loads:
+                        open_loads.pop()
+        except OSError:
+            return None
+        if not open_loads:
+            return {"name": None, "file": None, "candidate": candidate} if candidate else None
+        name, _, file = open_loads[-1].partition("\t")
+        return {"name": name, "file": file or None, "candidate": candidate}
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        try:
+            with open(self.stderr_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - limit))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
