@@ -78,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=None,
         metavar="S",
-        help="seconds per candidate before it counts as a hang (default 30, or the config's)",
+        help="wall-clock budget of one target's whole probe, in seconds (default 30, or the config's); "
+        "an import still running after two thirds of it counts as a hang",
+    )
+    check.add_argument(
+        "--memory",
+        type=_memory,
+        default=None,
+        metavar="MIB",
+        help="address-space limit of each probe worker in MiB, 0 for none (default 4096, or the config's)",
     )
     check.add_argument(
         "--jobs",
@@ -119,13 +127,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> float:
+    from subcompat.probe import timeout_problem
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    problem = timeout_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem.replace(repr(value), repr(text)))
     return value
+
+
+def _memory(text: str) -> int:
+    from subcompat.probe import memory_problem
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r}") from None
+    problem = memory_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwind (probe processes killed, scratch removed), then exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise _Terminated(signum)
 
 
 def _positive_int(text: str) -> int:
@@ -144,6 +180,13 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):  
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warn_one_line
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(signum, _on_signal)
+        except (ValueError, OSError):  # not the main thread (main() called from a library)
+            pass
     try:
         args = build_parser().parse_args(argv)
         if args.command == "check":
@@ -160,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("subcompat: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as exc:
+        import signal
+
+        print(f"subcompat: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
 
 
 def _open_cache(args: argparse.Namespace):  # -> Cache | None
@@ -206,6 +254,7 @@ def _check(args: argparse.Namespace) -> int:
             python=args.python,
             cache=cache,
             timeout=args.timeout or config.timeout,
+            memory_mb=config.memory if args.memory is None else args.memory,
             jobs=args.jobs,
             policy=policy,
             runtime=args.runtime,
