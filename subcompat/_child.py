@@ -546,18 +546,22 @@ class Zygote:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
-        status = None
+        if pid not in self.live:  # not ours (a zygote started after the first was lost)
+            return {"signal": None, "code": None}
+        status = maxrss = None
         try:
-            status = os.waitpid(pid, 0)[1]
+            _pid, status, usage = os.wait4(pid, 0)
+            maxrss = usage.ru_maxrss
         except ChildProcessError:
             pass
         self.live.discard(pid)
         self.sweep(pid)
-        if status is None:
-            return {"signal": None, "code": None}
-        if os.WIFSIGNALED(status):
-            return {"signal": os.WTERMSIG(status), "code": None}
-        return {"signal": None, "code": os.WEXITSTATUS(status)}
+        out = {"signal": None, "code": None, "maxrss_kb": maxrss}
+        if status is not None and os.WIFSIGNALED(status):
+            out["signal"] = os.WTERMSIG(status)
+        elif status is not None:
+            out["code"] = os.WEXITSTATUS(status)
+        return out
 
     def sweep(self, group=None, rounds=400):
         """Until the group is empty and no stray child is left (bounded: ~2 s)."""

@@ -166,13 +166,15 @@ class Zygote:
         STATS["workers_forked"] += 1
         return Worker(self, int(reply["pid"]), ours, stem)
 
-    def reap(self, pid: int) -> tuple[int | None, int | None]:
-        """Kill ``pid``'s process group, reap it and its strays; (signal, exit code)."""
+    def reap(self, pid: int) -> dict[str, Any]:
+        """Kill ``pid``'s process group, reap it and its strays: its signal, exit code
+        and peak RSS. A lost zygote took its workers with it (PR_SET_PDEATHSIG)."""
+        if not self.alive:
+            return {}
         try:
-            reply = self.call("reap", timeout=15.0, pid=pid)
+            return self.call("reap", timeout=15.0, pid=pid)
         except (ChildGone, ProbeError):
-            return None, None
-        return reply.get("signal"), reply.get("code")
+            return {}
 
     def kill(self) -> None:
         """Take the zygote down now; its workers follow (PR_SET_PDEATHSIG)."""
@@ -218,6 +220,7 @@ class Worker:
         self._ids = 0
         self._buf = b""
         self.exit: tuple[int | None, int | None] | None = None
+        self.maxrss_kb: int | None = None
 
     def request(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
         """Send one request and wait for its reply; ``ChildGone`` if none comes."""
@@ -286,7 +289,9 @@ class Worker:
             if self.sock is not None:
                 self.sock.close()
                 self.sock = None
-            self.exit = self.zygote.reap(self.pid)
+            reaped = self.zygote.reap(self.pid)
+            self.exit = (reaped.get("signal"), reaped.get("code"))
+            self.maxrss_kb = reaped.get("maxrss_kb")
         return self.exit
 
     def discard(self) -> None:

@@ -150,6 +150,8 @@ class ProbeResult:
                 return "a time limit"
             if error.get("external"):
                 return "an external kill"
+            if error.get("memory_limit"):
+                return "the memory limit"
             if error.get("type") == PROBE_FAILURE:
                 return "a probe failure"
             if is_memory_error(error):
@@ -246,9 +248,18 @@ class _Target:
         err = {"type": gone.status, "msg": detail, "stderr": worker.stderr_tail() if worker else ""}
         if not gone.ours and gone.signal == signal.SIGKILL:
             err["external"] = True  # not us: the OOM killer, or someone's kill -9
+        self._at_memory_limit(worker, err)
         return Trial(
             kind, candidate, gone.status, err, culprit=culprit, signal=gone.signal, elapsed_s=elapsed
         )
+
+    def _at_memory_limit(self, worker: Worker | None, err: dict[str, Any]) -> None:
+        """A worker that died or hung with its peak RSS at the limit was starved, not stuck."""
+        limit = self.prober.memory_mb
+        peak = worker.maxrss_kb if worker is not None else None
+        if limit and peak and peak >= limit * 1024 * 0.9:
+            err["memory_limit"] = True
+            err["msg"] += f" (the worker reached the memory limit: {peak >> 10} of {limit} MiB, --memory)"
 
     def main(self, module: str, function: str | None, extra: list[str]) -> tuple[list[Trial], dict[str, Any]]:
         """Import in the main interpreter of a fresh worker: broken everywhere? And the
@@ -312,6 +323,7 @@ class _Target:
             }
             if external:
                 err["external"] = True
+            self._at_memory_limit(worker, err)
             culprit = worker.breadcrumb() if worker else None
             out.append(
                 Trial("main", names[len(runs)], status, err, culprit=culprit, signal=sig, elapsed_s=elapsed)
