@@ -10,13 +10,41 @@ half-written file is detectable; JSON in the rows, never pickle. Keys:
 
 A stamp is (size, mtime_ns) plus a content hash: when size or mtime differ, the hash
 decides, so a ``touch`` does not throw a verdict away but a rebuilt wheel does.
+
+Failures. The cache only saves time, so none of its failures stops a run:
+
+- a location that cannot hold it (the directory cannot be created or is not this user's,
+  the database is a directory, a FIFO or read-only): for a directory the caller named,
+  ``Cache(dir).open()`` raises :class:`CacheError` (the CLI: one error line, exit 2); for
+  the default one ($SUBCOMPAT_CACHE_DIR, else the user cache dir) one :class:`CacheWarning`
+  and the run goes on without a cache;
+- a file that is not this version's cache (not SQLite, damaged, another schema, another
+  program's tables, a symlink): renamed, with its -wal/-shm/-journal, to
+  ``cache.sqlite3.<why>-<ms>.bak``, never altered in place; one warning, a fresh cache;
+- trouble in the middle of a run (disk full, I/O error, locked beyond the busy timeout):
+  one warning, then every get is a miss and every put does nothing. Only SQLITE_CORRUPT
+  and SQLITE_NOTADB move a file aside: a busy file is someone else's write;
+- a row whose JSON does not decode to well-typed values is a miss.
+
+Symlinks. The directory is created 0o700. An existing one is used if this user owns it
+and not everyone may write to it; if its last component is a symlink, this user must own
+the link too (``~/.cache -> /data/cache`` works, a link planted by someone else does not).
+Earlier components are the user's choice, as in any path they name. Inside it nothing is
+followed: SQLite resolves a symlinked database (and would add our tables to the target),
+so the database and its -wal, -shm and -journal files are ``lstat``-ed first and a symlink
+among them is renamed aside (renaming a link never touches its target). The database file
+is created here with O_CREAT|O_EXCL|O_NOFOLLOW, so no file is created through a dangling
+link (SQLite opens the side files with O_NOFOLLOW itself). What is left is a race inside
+that private directory against a process of the same user, which could do worse anyway.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -27,7 +55,7 @@ from pathlib import Path
 
 from subcompat import __version__
 from subcompat.discover import ModuleInfo
-from subcompat.probe import Trial
+from subcompat.probe import Interpreter, Trial
 from subcompat.verdict import ExtensionVerdict, Verdict
 
 try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
@@ -37,7 +65,10 @@ except ImportError:  # pragma: no cover - a build without it
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
 
 SCHEMA = 3
 HASH_LIMIT = 64 << 20  # bigger files are keyed on size and mtime only
@@ -58,6 +89,28 @@ CREATE TABLE IF NOT EXISTS interpreters (
     path TEXT PRIMARY KEY, stamp TEXT NOT NULL, info TEXT NOT NULL
 );
 """
+_TABLES = frozenset({"meta", "jobs", "extensions", "interpreters"})
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")  # the database and what SQLite keeps beside it
+_MAGIC = b"SQLite format 3\x00"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_LOCATION_CODES = {3, 8, 14, 23}  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
+
+
+class CacheWarning(UserWarning):
+    """The cache was set aside or switched off; the run goes on."""
+
+
+class CacheError(Exception):
+    """A cache directory the caller named cannot be used; the message is one line."""
+
+
+class _Unusable(Exception):
+    """This location cannot hold the cache."""
+
+
+class _NotOurs(Exception):
+    """The file is not this version's cache: ``(kind, why)``, and it is moved aside."""
 
 
 def _create_tables(db: sqlite3.Connection) -> None:
@@ -65,13 +118,6 @@ def _create_tables(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA_SQL.split(";"):
         if statement.strip():
             db.execute(statement)
-
-
-class CacheWarning(UserWarning):
-    pass
-
-
-_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
 def _set_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
@@ -91,13 +137,117 @@ def _set_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
             delay = min(delay * 2, 0.2)
 
 
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    """Only a damaged file is moved aside; busy, locked or I/O errors are someone else's write."""
+def _schema_state(db: sqlite3.Connection) -> str:
+    """Whose file this is, asked before anything is written: "new" (no tables yet), "ready"
+    or "incomplete" (ours); raises _NotOurs for anything else."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return "new"
+    schema = _schema_of(db) if "meta" in tables else None
+    if schema != str(SCHEMA):
+        why = f"has schema {schema}, expected {SCHEMA}" if schema is not None else "holds other tables"
+        raise _NotOurs("foreign", why)
+    return "ready" if _TABLES <= tables else "incomplete"
+
+
+def _schema_of(db: sqlite3.Connection) -> object:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such column" not in str(exc):
+            raise
+        return None  # another program's table called meta
+    return row[0] if row else None
+
+
+def _initialise(db: sqlite3.Connection) -> None:
+    """Create the tables in one write transaction, taken up front: two processes creating
+    the cache at once queue on the lock instead of failing with "database is locked"."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        state = _schema_state(db)  # again: another process may have been first
+        _create_tables(db)
+        if state == "new":
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('writer', ?)", (__version__,))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _checkpoint_on_close(db: sqlite3.Connection, on: bool) -> None:
+    """Until the file is known to be ours, closing must not fold its WAL into it (the
+    default); Python < 3.12 cannot say so, and the rows survive the fold anyway."""
+    setconfig = getattr(db, "setconfig", None)
+    if setconfig is not None:
+        setconfig(sqlite3.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, not on)
+
+
+def _code(exc: sqlite3.Error) -> int | None:
     code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if code is not None else None
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    """Only a damaged file is moved aside; busy, locked or I/O errors are someone else's write."""
+    code = _code(exc)
     if code is not None:
-        return code & 0xFF in _CORRUPT_CODES
+        return code in _CORRUPT_CODES
     text = str(exc)
     return "malformed" in text or "not a database" in text
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _dir_problem(path: Path) -> str | None:
+    """Why ``path`` may not hold the cache, or None (see the module docstring)."""
+    link, st = os.lstat(path), os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if uid is None:  # Windows: ACLs, not modes
+        return None
+    if stat.S_ISLNK(link.st_mode) and link.st_uid != uid:
+        return f"is a symlink owned by another user (uid {link.st_uid})"
+    if st.st_uid != uid:
+        return f"belongs to another user (uid {st.st_uid})"
+    if st.st_mode & stat.S_IWOTH:
+        return "is writable by every user"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "is not writable"
+    return None
+
+
+def _file_problem(name: str, st: os.stat_result) -> str | None:
+    """Why SQLite must not open this database (or side) file, which is not a symlink."""
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name} is not a regular file"
+    if not os.access(name, os.W_OK):
+        return f"{name} is read-only"
+    return None
+
+
+def _create_private(path: Path) -> None:
+    """The database file, 0o600, made here: O_EXCL never creates through a symlink."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    """An empty file is a new database; anything else starts with SQLite's magic."""
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | _NOFOLLOW)) as fh:
+        head = fh.read(len(_MAGIC))
+    return not head or head == _MAGIC
 
 
 def default_dir() -> Path:
@@ -120,7 +270,7 @@ class Stamp:
     def of(cls, path: str) -> Stamp | None:
         try:
             st = os.stat(path)
-        except OSError:
+        except (OSError, ValueError):
             return None
         return cls(path, st.st_size, st.st_mtime_ns, _digest(path, st.st_size))
 
@@ -128,7 +278,7 @@ class Stamp:
         """True if unchanged; a refreshed Stamp if only size/mtime moved; False if changed."""
         try:
             st = os.stat(self.path)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in a path read from a bad row
             return False
         if st.st_size == self.size and st.st_mtime_ns == self.mtime_ns:
             return True
@@ -143,7 +293,10 @@ class Stamp:
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Stamp:
-        return cls(str(data[0]), int(data[1]), int(data[2]), data[3])
+        if not isinstance(data, list) or len(data) != 4:
+            raise ValueError(f"not a stamp: {data!r:.80}")
+        digest = data[3]
+        return cls(str(data[0]), int(data[1]), int(data[2]), digest if isinstance(digest, str) else None)
 
 
 def _digest(path: str, size: int) -> str | None:
@@ -154,7 +307,52 @@ def _digest(path: str, size: int) -> str | None:
             import hashlib
 
             return hashlib.file_digest(fh, "blake2b").hexdigest()[:32]
-    except OSError:
+    except (OSError, ValueError):
+        return None
+
+
+_ATOMS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "None": (type(None),),
+}
+
+
+def _well_typed(obj: object) -> bool:
+    """Every field fits its (string) annotation: ``from_json`` copies whatever a row holds."""
+    return all(_fits(getattr(obj, f.name), str(f.type)) for f in dataclasses.fields(obj))  # type: ignore[arg-type]
+
+
+def _fits(value: object, annotation: str) -> bool:
+    return any(_fits_one(value, option.strip()) for option in annotation.split("|"))
+
+
+def _fits_one(value: object, option: str) -> bool:
+    if option.startswith("tuple[") and option.endswith(", ...]"):
+        return isinstance(value, tuple) and all(_fits(item, option[6:-6]) for item in value)
+    if option in _ATOMS:
+        return isinstance(value, _ATOMS[option]) and (option == "bool" or not isinstance(value, bool))
+    if option[:1].isupper():  # one of our dataclasses
+        return type(value).__name__ == option and _well_typed(value)
+    return True  # an annotation this check does not know
+
+
+def _decode(from_json: Callable[[Any], _T], text: Any) -> _T | None:
+    """A row's JSON through ``from_json``, or None: a malformed row is a miss, not a traceback."""
+    try:
+        value = from_json(json.loads(text))
+    except Exception:  # bad JSON, wrong shapes, even nesting deep enough for RecursionError
+        return None
+    return value if _well_typed(value) else None
+
+
+def _decode_stamps(text: Any) -> list[Stamp] | None:
+    try:
+        data = json.loads(text)
+        return [Stamp.from_json(item) for item in data] if isinstance(data, list) else None
+    except Exception:
         return None
 
 
@@ -179,95 +377,175 @@ class Cache:
 
     FILENAME = "cache.sqlite3"
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str] | None = None, *, timeout: float = 30.0) -> None:
+        self.explicit = bool(directory)  # named by the caller: unusable is an error, not a warning
         self.dir = Path(directory) if directory else default_dir()
         self.path = self.dir / self.FILENAME
+        self.timeout = timeout
         self._db: sqlite3.Connection | None = None
+        self._problem: str | None = None  # why the cache is off for the rest of this run
+        self._create = True
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the database file
         self._lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is not None:
-            return self._db
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise
-            self._quarantine(exc)
-            self._db = self._open()
+    def open(self, create: bool = True) -> bool:
+        """Connect now; True if the cache can be used. With ``create=False`` a missing cache
+        stays missing. An unusable directory the caller named raises CacheError; the default
+        one warns and the cache stays off."""
+        with self._lock:
+            self._create = create
+            return self._connection(strict=self.explicit) is not None
+
+    def _connection(self, strict: bool = False) -> sqlite3.Connection | None:
+        if self._db is None and self._problem is None:
+            try:
+                self._db = self._connect()
+            except _Unusable as exc:
+                if strict:
+                    raise CacheError(f"cannot use the cache in {self.dir}: {exc}") from None
+                self._disable(f"cannot use the cache in {self.dir}: {exc}")
+            except (sqlite3.Error, OSError) as exc:
+                self._disable(f"cache {self.path}: {_one_line(exc)}")
         return self._db
 
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+    def _disable(self, why: str) -> None:
+        """Off for the rest of this run, said once."""
+        self._close_db()
+        self._problem = why
+        warnings.warn(f"{why}; going on without a cache", CacheWarning, stacklevel=5)
+
+    def _connect(self) -> sqlite3.Connection | None:
         try:
-            db.execute("PRAGMA busy_timeout=30000")
-            _set_wal(db)
-            # One write transaction taken up front: two processes creating the cache at once
-            # queue on the lock instead of failing with "database is locked".
-            db.execute("BEGIN IMMEDIATE")
+            if not self._create and not os.path.lexists(self.path):
+                return None
+            self._prepare_dir()
+            for _ in range(3):  # each round moves one bad file aside
+                if not self._create and not os.path.lexists(self.path):
+                    return None
+                try:
+                    self._inspect()
+                    return self._open()
+                except _NotOurs as exc:
+                    self._move_aside(*exc.args)
+                except sqlite3.DatabaseError as exc:
+                    if _code(exc) in _LOCATION_CODES:
+                        raise _Unusable(_one_line(exc)) from None
+                    if not _is_corrupt(exc):
+                        raise
+                    self._move_aside("corrupt", f"was unreadable ({_one_line(exc)})")
+        except OSError as exc:
+            raise _Unusable(_one_line(exc)) from None
+        raise _Unusable(f"{self.path} turned bad again after being moved aside twice")
+
+    def _prepare_dir(self) -> None:
+        """Create the directory private; use an existing one only if it is this user's."""
+        try:
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:  # a file where a directory should be
+            raise _Unusable(f"{exc.filename} is not a directory") from None
+        try:
+            self.dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        problem = _dir_problem(self.dir)
+        if problem:
+            raise _Unusable(f"{self.dir} {problem}")
+
+    def _inspect(self) -> None:
+        """Look before SQLite does: it follows symlinks and opens whatever is there."""
+        if self._create:
+            _create_private(self.path)
+        for suffix in _SIDE_FILES:
+            name = f"{self.path}{suffix}"
             try:
-                self._ensure_schema(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.DatabaseError:
+                st = os.lstat(name)
+            except FileNotFoundError:
+                continue
+            if not suffix:
+                self._ident = (st.st_dev, st.st_ino)
+            if stat.S_ISLNK(st.st_mode):
+                what = f"comes with a symlink {os.path.basename(name)}" if suffix else "is a symlink"
+                raise _NotOurs("symlink", f"{what} (never followed)")
+            problem = _file_problem(name, st)
+            if problem:
+                raise _Unusable(problem)
+        if not _looks_like_sqlite(self.path):
+            raise _NotOurs("corrupt", "is not an SQLite database")
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None)
+        try:
+            _checkpoint_on_close(db, False)
+            state = _schema_state(db)  # before anything is written: a foreign file stays as found
+            _set_wal(db, self.timeout)
+            if state != "ready":
+                _initialise(db)
+            _checkpoint_on_close(db, True)
+        except BaseException:
             db.close()
             raise
         return db
 
-    def _ensure_schema(self, db: sqlite3.Connection) -> None:
-        _create_tables(db)
-        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('writer', ?)", (__version__,))
-        elif row[0] != str(SCHEMA):
-            warnings.warn(
-                f"subcompat cache {self.path} has schema {row[0]}, expected {SCHEMA}: rebuilt",
-                CacheWarning,
-                stacklevel=5,
-            )
-            for table in ("jobs", "extensions", "interpreters"):
-                db.execute(f"DROP TABLE IF EXISTS {table}")
-            db.execute("DELETE FROM meta")
-            _create_tables(db)
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-
-    def _quarantine(self, exc: Exception) -> None:
-        """Move a corrupt cache aside (kept for inspection) and start a new one."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        aside = self.path.with_name(f"{self.FILENAME}.corrupt-{int(time.time() * 1000)}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(aside) + suffix))
+    def _move_aside(self, kind: str, why: str) -> None:
+        """Rename the database and its side files, kept for inspection; a file that someone
+        replaced since we looked at it is left alone (the next round looks again)."""
+        self._close_db()
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and self._ident != (st.st_dev, st.st_ino):
+            return
+        aside = self._aside_path(kind)
+        for suffix in _SIDE_FILES:
+            if os.path.lexists(f"{self.path}{suffix}"):
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        self._ident = None
         warnings.warn(
-            f"subcompat cache {self.path} was unreadable ({exc}); moved to {aside.name} and rebuilt",
+            f"cache {self.path} {why}: moved to {aside.name}, starting a fresh one",
             CacheWarning,
-            stacklevel=4,
+            stacklevel=6,
         )
 
+    def _aside_path(self, kind: str) -> Path:
+        stamp = int(time.time() * 1000)
+        while os.path.lexists(self.path.with_name(f"{self.FILENAME}.{kind}-{stamp}.bak")):
+            stamp += 1  # never replace an earlier one
+        return self.path.with_name(f"{self.FILENAME}.{kind}-{stamp}.bak")
+
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One statement, or no rows once the cache is off: a damaged file is moved aside
+        once, any other failure switches the cache off for the rest of the run."""
         with self._lock:
             for attempt in (1, 2):
+                db = self._connection()
+                if db is None:
+                    return []
                 try:
-                    return self._connect().execute(sql, args).fetchall()
-                except sqlite3.DatabaseError as exc:
+                    return db.execute(sql, args).fetchall()
+                except sqlite3.Error as exc:
                     if attempt == 2 or not _is_corrupt(exc):
-                        raise
-                    self._quarantine(exc)
+                        self._disable(f"cache {self.path}: {_one_line(exc)}")
+                        return []
+                    try:
+                        self._move_aside("corrupt", f"was unreadable ({_one_line(exc)})")
+                    except OSError as err:
+                        self._disable(f"cache {self.path}: cannot move it aside: {_one_line(err)}")
+                        return []
         return []
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            self._close_db()
+
+    def _close_db(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
 
     # -- jobs ---------------------------------------------------------------
     def get_job(self, interp: str, env: str, target: str) -> Verdict | None:
@@ -277,11 +555,9 @@ class Cache:
         )
         if not rows:
             return None
-        try:
-            verdict = Verdict.from_json(json.loads(rows[0][0]))
-            stamps = [Stamp.from_json(s) for s in json.loads(rows[0][1])]
-        except (ValueError, KeyError, TypeError, IndexError):
-            self._run("DELETE FROM jobs WHERE interp=? AND env=? AND target=?", (interp, env, target))
+        verdict = _decode(Verdict.from_json, rows[0][0])
+        stamps = _decode_stamps(rows[0][1])
+        if verdict is None or stamps is None or verdict.target != target:
             return None
         refreshed = False
         for i, stamp in enumerate(stamps):
@@ -338,10 +614,9 @@ class Cache:
         if not rows:
             return None
         stamp_json, version, verdict_json = rows[0]
-        try:
-            stamp = Stamp.from_json(json.loads(stamp_json))
-            ev = ExtensionVerdict.from_json(json.loads(verdict_json))
-        except (ValueError, KeyError, TypeError, IndexError):
+        stamp = _decode(Stamp.from_json, stamp_json)
+        ev = _decode(ExtensionVerdict.from_json, verdict_json)
+        if stamp is None or ev is None:
             return None
         if info.version is not None and version != info.version:
             return None
@@ -373,10 +648,8 @@ class Cache:
         rows = self._run("SELECT stamp, info FROM interpreters WHERE path=?", (python,))
         if not rows or rows[0][0] != _interp_stamp(python):
             return None
-        try:
-            return json.loads(rows[0][1])
-        except ValueError:
-            return None
+        interp = _decode(Interpreter.from_json, rows[0][1])
+        return interp.to_json() if interp is not None else None
 
     def put_interpreter(self, python: str, info: dict[str, Any]) -> None:
         self._run(
@@ -386,29 +659,41 @@ class Cache:
 
     # -- maintenance ----------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        jobs = self._run("SELECT target, verdict FROM jobs ORDER BY target")
-        exts = self._run("SELECT file, verdict FROM extensions ORDER BY file")
-        size = self.path.stat().st_size if self.path.exists() else 0
+        """What ``cache show`` prints; rows that do not decode are left out. ``usable`` is
+        false when there is no cache (see ``open(create=False)``) or it is switched off."""
+        jobs = [
+            (target, _decode(Verdict.from_json, v))
+            for target, v in self._run("SELECT target, verdict FROM jobs ORDER BY target")
+        ]
+        exts = [
+            _decode(ExtensionVerdict.from_json, v)
+            for (v,) in self._run("SELECT verdict FROM extensions ORDER BY file")
+        ]
         return {
             "path": str(self.path),
             "schema": SCHEMA,
-            "size_bytes": size,
+            "usable": self._db is not None,
+            "size_bytes": self._size(),
             "jobs": [
-                {"target": t, "verdict": json.loads(v).get("verdict"), "python": json.loads(v).get("python")}
-                for t, v in jobs
+                {"target": v.target, "verdict": v.verdict, "python": v.python}
+                for target, v in jobs
+                if v is not None and v.target == target
             ],
-            "extensions": [
-                {"file": f, "module": json.loads(v).get("module"), "verdict": json.loads(v).get("verdict")}
-                for f, v in exts
-            ],
+            "extensions": [{"file": e.file, "module": e.module, "verdict": e.verdict} for e in exts if e],
         }
 
+    def _size(self) -> int:
+        try:
+            return os.lstat(self.path).st_size if self._db is not None else 0
+        except OSError:
+            return 0
+
     def clear(self) -> int:
+        """How many verdicts were removed (0 if the cache is missing or switched off)."""
         n = len(self._run("SELECT 1 FROM jobs")) + len(self._run("SELECT 1 FROM extensions"))
-        self._run("DELETE FROM jobs")
-        self._run("DELETE FROM extensions")
-        self._run("DELETE FROM interpreters")
-        return n
+        for table in ("jobs", "extensions", "interpreters"):
+            self._run(f"DELETE FROM {table}")
+        return n if self._db is not None else 0
 
 
 def _interp_stamp(python: str) -> str:

@@ -210,12 +210,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + exc.signum
 
 
-def _open_cache(args: argparse.Namespace):  # -> Cache | None
-    from subcompat.cache import Cache
+def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | None
+    """Opened up front, so that a bad --cache-dir is one error line before any work; a bad
+    default location is a warning and a cache that stays off."""
+    from subcompat.cache import Cache, CacheError
 
     if getattr(args, "no_cache", False):
         return None
-    return Cache(args.cache_dir)
+    cache = Cache(args.cache_dir)
+    try:
+        cache.open(create=create)
+    except CacheError as exc:
+        raise UsageError(str(exc)) from None
+    return cache
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -299,7 +306,7 @@ def _matrix(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    cache = _open_cache(args)
+    cache = _open_cache(args, create=False)  # showing or clearing a cache never creates one
     assert cache is not None
     try:
         if args.action == "clear":
@@ -311,6 +318,9 @@ def _cache(args: argparse.Namespace) -> int:
         cache.close()
     if args.format == "json":
         print(json.dumps(summary, indent=2))
+        return 0
+    if not summary["usable"]:
+        print(f"no cache at {summary['path']}")
         return 0
     print(f"{summary['path']} (schema {summary['schema']}, {summary['size_bytes']} bytes)")
     print(f"{len(summary['jobs'])} job verdict(s)")
