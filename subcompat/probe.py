@@ -52,10 +52,8 @@ MIN_MEMORY_MB = 128  # below this an interpreter barely starts
 
 def timeout_problem(value: object) -> str | None:
     """Why ``value`` is not a usable per-target budget, or None (one rule for CLI and config)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"must be a number of seconds, not {value!r}"
-    if not 0 < value <= MAX_TIMEOUT_S:  # also false for nan
-        return f"must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], not {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT_S:
+        return f"must be a positive number of seconds up to {MAX_TIMEOUT_S:g}, not {value!r}"  # nan too
     return None
 
 

@@ -77,8 +77,40 @@ def test_invalid_config_is_one_line_exit_2(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "subcompat: error: tool.subcompat.timeout: must be a positive number of seconds, not -1"
+        "subcompat: error: tool.subcompat.timeout: must be a positive number of seconds up to 86400, not -1"
     )
+
+
+@pytest.mark.parametrize("body", ["timeout = nan", "timeout = inf", "timeout = 1e308", "memory = 12"])
+def test_unusable_limits_in_config_are_one_line_exit_2(tmp_path, body):
+    write_pyproject(tmp_path, f"[tool.subcompat]\n{body}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "subcompat", "check", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SUBCOMPAT_CACHE_DIR": str(tmp_path)},
+    )
+    key = body.split()[0]
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"subcompat: error: tool.subcompat.{key}: must be ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args", [["--timeout", "nan"], ["--timeout", "inf"], ["--timeout", "1e308"], ["--memory", "-5"]]
+)
+def test_unusable_limits_on_the_command_line_are_one_line_exit_2(tmp_path, args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "subcompat", "check", "json", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SUBCOMPAT_CACHE_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("subcompat: error: argument ")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
 def test_overrides_ignore_and_assume_incompatible():
