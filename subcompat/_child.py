@@ -454,14 +454,15 @@ class Zygote:
         self.live = set()
         self.workdirs = set()
         self.warm = False
+        self.bye = False  # the parent said goodbye: it is alive and cleans up itself
 
     def run(self):
         for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._die)
+            signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != self.parent:
-            self._die()
+            self._die(orphaned=True)
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         while True:
             try:
@@ -469,8 +470,11 @@ class Zygote:
             except OSError:
                 msg, fds = b"", []
             if not msg:
-                self._die()
+                self._die(orphaned=not self.bye)
             req = _loads(msg)
+            if req.get("op") == "bye":
+                self.bye = True
+                continue
             try:
                 reply = self.handle(req, fds)
             except Exception as exc:
@@ -591,7 +595,20 @@ class Zygote:
                 return
             time.sleep(0.005)
 
-    def _die(self, *_):
+    def _on_signal(self, *_):
+        """PR_SET_PDEATHSIG fires when the parent *thread* that started us ends, too:
+        only a closed socket says the parent process is gone (then clean up for it)."""
+        import select
+
+        gone = False
+        try:
+            if select.select([self.ctl], [], [], 0.5)[0]:
+                gone = self.ctl.recv(1 << 20, socket.MSG_PEEK) == b""
+        except OSError:
+            gone = True
+        self._die(orphaned=gone and not self.bye)
+
+    def _die(self, orphaned=False):
         for pid in list(self.live):
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -603,7 +620,7 @@ class Zygote:
                 pass
         self.live.clear()
         self.sweep(rounds=100)
-        if os.getppid() != self.parent:  # orphaned: nobody else will clean up
+        if orphaned or os.getppid() != self.parent:  # nobody else will clean up
             import shutil
 
             for workdir in self.workdirs:

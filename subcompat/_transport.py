@@ -190,8 +190,14 @@ class Zygote:
             self.ctl = None
 
     def close(self) -> None:
-        """Ask the zygote to finish (it kills its workers first), then make sure."""
+        """Ask the zygote to finish (it kills its workers first), then make sure.
+        The goodbye tells it we are alive and clean up ourselves; a zygote that sees
+        its socket close without one knows its parent died, and removes the scratch."""
         if self.ctl is not None:
+            try:
+                self.ctl.sendall(b'{"op": "bye"}')
+            except OSError:
+                pass
             try:
                 self.ctl.shutdown(2)  # SHUT_RDWR
             except OSError:
@@ -312,6 +318,8 @@ class Worker:
                 for line in fh.read(1 << 20).splitlines():
                     if line.startswith("*"):
                         candidate = line[1:]
+                    elif line == ".":
+                        candidate = None
                     elif line.startswith("+"):
                         open_loads.append(line[1:])
                     elif line.startswith("-") and open_loads:

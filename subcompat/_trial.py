@@ -297,6 +297,7 @@ def _lazy_step(batch):
         try:
             S["import_one"](lz_name, fromlist)
         except BaseException as exc:
+            S["crumb"](".")
             entry["error"] = S["describe"](exc)
             entry["failures"] = failures[n_fail:]
             entry["missing"] = S["missing_only"](exc, lz_name) and len(failures) == n_fail
@@ -306,6 +307,7 @@ def _lazy_step(batch):
             leftover = [list(q) for q in batch[i + 1 :]]
             failed = True
             break
+        S["crumb"](".")  # done: a later death is not this import's
         entry["failures"] = failures[n_fail:]  # swallowed ones: degraded
         S["lazy"].append(entry)
     _write(P, {"new": _new_sources(S), "failed": failed, "leftover": leftover})

@@ -5,10 +5,32 @@ there, and in a process (or thread) executor otherwise.
           executor_options={"fallback": "process"})
 
 Routing is per job-function module. A known module is a dict lookup on the event loop;
-an unknown one is probed once (single flight, off the loop) while its jobs wait. A job
-that still hits the sub-interpreter ImportError at run time (an import the probe could
-not see) is re-run on the fallback without spending an attempt, and its module is
-remembered as incompatible.
+an unknown one is probed once (single flight, in a thread of its own pool, off the loop)
+while its jobs wait. A job that still hits the sub-interpreter ImportError at run time
+(an import the probe could not see; on Python 3.14+ it may arrive as a
+``NotShareableError`` with the ImportError down its cause/context chain) is re-run on the
+fallback without spending an attempt, and its module is remembered as incompatible.
+
+Slots. Jobs waiting for their module's probe hold no slot of the queue: up to one queue's
+worth of them (``concurrency``) are not counted, so the worker keeps fetching and jobs of
+known modules run meanwhile. Once routed, they wait for a free slot like any job, so no
+more than ``concurrency`` jobs ever run at once across the inner executors.
+
+Invalid options. ``__init__`` checks every option; a bad one raises :class:`OptionsError`
+naming it. chancy builds executors inside its per-queue task, where an exception ends that
+task silently (jobs stay pending forever, asyncio prints "Task exception was never
+retrieved" at best). So before raising, the executor logs the error on chancy's logger and
+stops the worker: the worker exits at start with one clear ERROR line instead of serving
+a dead queue. The queue's jobs stay pending until the options are fixed.
+
+Verdict file (``verdicts``). Read once, in a thread, non-blocking (a FIFO cannot stall it),
+at most 16 MiB and 32 levels of nesting (checked before parsing, so a hostile file cannot
+exhaust the stack). An entry is used only if its ``python`` (the entry's own, or the
+file's) is this interpreter's version and none of the files it depends on (``files`` and
+``dist_stamps``, as in Verdict JSON) changed after the file was written or vanished. An
+entry that would send jobs into a sub-interpreter must carry those fingerprints: without
+them its module is probed instead (a wrong "compatible" can kill the worker); an entry
+that routes to the fallback is used without them (a wrong one only costs speed).
 
 This module imports chancy; the rest of subcompat does not.
 """
@@ -19,8 +41,14 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
+import os
+import re
+import stat
 import sys
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from chancy.executors.base import Executor
 from chancy.executors.process import ProcessExecutor
@@ -28,22 +56,350 @@ from chancy.executors.thread import ThreadedExecutor
 from chancy.job import Limit, QueuedJob, Reference
 
 from subcompat.probe import SUBINTERP_MESSAGE
-from subcompat.route import FALLBACK, SUBINTERPRETER, Policy, Route, route_for
-from subcompat.verdict import Verdict
+from subcompat.route import DEFAULT_POLICY, FALLBACK, FALLBACKS, SUBINTERPRETER, Policy, Route, route_for
+from subcompat.verdict import SEVERITY, Verdict
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Iterator
+    from typing import Any, NoReturn
 
 OPTIONS = ("fallback", "degraded", "cache_dir", "probe_timeout", "verdicts")
+MAX_VERDICTS_BYTES = 16 << 20
+MAX_VERDICTS_DEPTH = 32  # a report nests 6 deep
+CHAIN_LIMIT = 64  # exceptions looked at in one cause/context chain
+PROBE_THREADS = 2  # probes at once; their own pool, so the loop's default one stays free
+PYTHON = "{}.{}.{}".format(*sys.version_info[:3])  # as the probe describes an interpreter
 
 #: Process-wide counters: ``route.subinterpreter``, ``route.process``, ``route.thread``,
-#: ``probes``, ``reroutes``, ``probe_errors``.
+#: ``probes``, ``reroutes``, ``probe_errors``, ``verdicts_used``, ``verdicts_ignored``.
 COUNTERS: Counter[str] = Counter()
+_BACKGROUND: set[asyncio.Task[Any]] = set()  # worker stops requested by a refused executor
 
 
 def stats() -> dict[str, int]:
     return dict(COUNTERS)
+
+
+# -- options ----------------------------------------------------------------------
+
+
+class OptionsError(ValueError):
+    """An ``executor_options`` value the executor cannot run with; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    policy: Policy
+    cache_dir: str | None
+    probe_timeout: float
+    verdicts: str | None
+
+
+def validate_options(options: dict[str, Any]) -> Config:
+    """The options checked, or an OptionsError naming the first bad one."""
+    unknown = sorted(set(options) - set(OPTIONS), key=str)
+    if unknown:
+        raise OptionsError(
+            f"unknown executor_options {', '.join(map(repr, unknown))} (valid: {', '.join(OPTIONS)})"
+        )
+    fallback = _choice(options, "fallback", FALLBACKS, "process")
+    degraded = _choice(options, "degraded", (FALLBACK, SUBINTERPRETER), FALLBACK)
+    return Config(
+        Policy(fallback=fallback, degraded=degraded),
+        _directory(options.get("cache_dir")),
+        _seconds(options.get("probe_timeout", 30.0)),
+        _regular_file(options.get("verdicts")),
+    )
+
+
+def _bad(name: str, problem: str, value: Any) -> NoReturn:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise OptionsError(f"executor_options[{name!r}] {problem}, not {shown}")
+
+
+def _choice(options: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = options.get(name, default)
+    if not isinstance(value, str) or value not in allowed:
+        _bad(name, f"must be one of {', '.join(map(repr, allowed))}", value)
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _bad("probe_timeout", "must be a number of seconds", value)
+    if not math.isfinite(value) or value <= 0:
+        _bad("probe_timeout", "must be finite and > 0", value)
+    return float(value)
+
+
+def _path(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        _bad(name, "must be a path", value)
+    return os.fspath(value)
+
+
+def _directory(value: Any) -> str | None:
+    path = _path("cache_dir", value)
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        _bad("cache_dir", "must be a directory (it is created if missing)", value)
+    return path
+
+
+def _regular_file(value: Any) -> str | None:
+    """The verdict file must be there at start: a typo would otherwise mean probing all."""
+    path = _path("verdicts", value)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _bad("verdicts", "does not exist", value)
+    except OSError as exc:
+        _bad("verdicts", f"cannot be read ({exc.strerror})", value)
+    if not stat.S_ISREG(st.st_mode):
+        _bad("verdicts", f"must be a regular file (it is a {_kind(st.st_mode)})", value)
+    return path
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+
+
+def _refuse(worker: Any, queue: Any, problem: str) -> NoReturn:
+    """Make a bad option impossible to miss: chancy swallows the exception of the
+    per-queue task that builds executors, so log it and stop the worker too."""
+    name = getattr(queue, "name", None)
+    message = f"AutoFallbackExecutor{f' for queue {name!r}' if name else ''}: {problem}"
+    log = getattr(getattr(worker, "chancy", None), "log", None)
+    if log is not None:
+        log.error(f"{message}; stopping the worker (the queue's jobs stay pending until this is fixed)")
+    _stop_soon(worker)
+    raise OptionsError(message) from None
+
+
+def _stop_soon(worker: Any) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if getattr(worker, "stop", None) is not None:
+        task = loop.create_task(_stop_once_started(worker))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _stop_once_started(worker: Any) -> None:
+    """chancy 0.26's ``Worker.start()`` waits for its notification listener to be ready, and
+    ``stop()`` cancels that listener: a stop requested while the worker starts (when its
+    first queues' executors are built) would leave ``start()`` waiting forever. The event
+    is private; without it (another chancy) the stop is requested at once."""
+    ready = getattr(worker, "_notifications_ready_event", None)
+    if isinstance(ready, asyncio.Event) and getattr(worker.chancy, "notifications", False):
+        await ready.wait()
+    await worker.stop()
+
+
+# -- the sub-interpreter ImportError, wherever it hides ------------------------------
+
+
+def _chain(exc: BaseException, limit: int = CHAIN_LIMIT) -> Iterator[BaseException]:
+    """``exc``, its causes, contexts (suppressed ones too) and group members, each once,
+    nearest first, at most ``limit``: cycle-safe and bounded."""
+    seen: set[int] = set()
+    todo: deque[BaseException | None] = deque([exc])
+    while todo and len(seen) < limit:
+        cur = todo.popleft()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        todo.extend((cur.__cause__, cur.__context__))
+        if isinstance(cur, BaseExceptionGroup):
+            todo.extend(cur.exceptions)
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not break the completion path
+        return ""
+
+
+def subinterpreter_import_message(exc: BaseException) -> str | None:
+    """The line carrying the sub-interpreter refusal, from anywhere in the chain: the
+    ImportError itself (3.13), or re-created on this side of the interpreter boundary as
+    an ``ExecutionFailed``, or the plain ``Exception`` under a ``NotShareableError`` (3.14+)."""
+    for cur in _chain(exc):
+        text = _text(cur)
+        if SUBINTERP_MESSAGE in text:
+            return next(line.strip() for line in text.splitlines() if SUBINTERP_MESSAGE in line)
+    return None
+
+
+def is_subinterpreter_import_error(exc: BaseException) -> bool:
+    return subinterpreter_import_message(exc) is not None
+
+
+# -- the verdict file -------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """The whole verdict file is unusable; the message says why."""
+
+
+@dataclass
+class Seed:
+    """What a verdict file contributes: routes per module, and why other modules' entries
+    were not used (those modules are probed), or why the whole file was refused."""
+
+    routes: dict[str, Route] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+    refused: str | None = None
+
+
+def load_verdicts(path: str, policy: Policy = DEFAULT_POLICY, python: str = PYTHON) -> Seed:
+    """Blocking (call it in a thread); never raises for anything the file holds."""
+    try:
+        raw, written_ns = _read_bounded(path)
+        entries, default_python = _entries(_parse(raw))
+    except _Refused as exc:
+        return Seed(refused=str(exc))
+    except OSError as exc:
+        return Seed(refused=f"cannot be read: {exc.strerror or exc}")
+    seed = Seed()
+    stamps: dict[str, int | None] = {}
+    for entry in entries:
+        module, route, why_not = _judge(entry, default_python, python, policy, written_ns, stamps)
+        if module is None or module in seed.ignored:
+            continue
+        if why_not is not None:
+            seed.ignored[module] = why_not
+            seed.routes.pop(module, None)
+        elif module not in seed.routes or seed.routes[module].route == SUBINTERPRETER:
+            seed.routes[module] = route  # one fallback entry of a module sends it all there
+    return seed
+
+
+def _read_bounded(path: str) -> tuple[bytes, int]:
+    """The bytes and mtime of a regular file of at most MAX_VERDICTS_BYTES. Opened
+    non-blocking and checked after opening: a FIFO swapped in since start-up cannot block."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(f"not a regular file (a {_kind(st.st_mode)})")
+        if st.st_size > MAX_VERDICTS_BYTES:
+            raise _Refused(f"{st.st_size} bytes, more than the {MAX_VERDICTS_BYTES} allowed")
+        chunks, total = [], 0
+        while total <= MAX_VERDICTS_BYTES:
+            chunk = os.read(fd, min(1 << 20, MAX_VERDICTS_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > MAX_VERDICTS_BYTES:
+            raise _Refused(f"grew past {MAX_VERDICTS_BYTES} bytes while being read")
+        return b"".join(chunks), st.st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nesting_problem(raw: bytes, limit: int = MAX_VERDICTS_DEPTH) -> str | None:
+    """Why the JSON must not be handed to the (recursive) parser, found without recursion:
+    strings removed, innermost bracket pairs peeled ``limit`` times."""
+    skeleton = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not skeleton:
+            return None
+        shorter = skeleton.replace(b"[]", b"").replace(b"{}", b"")
+        if len(shorter) == len(skeleton):
+            return "not JSON: its brackets do not balance"
+        skeleton = shorter
+    return f"nested deeper than {limit} levels" if skeleton else None
+
+
+def _parse(raw: bytes) -> Any:
+    problem = _nesting_problem(raw)
+    if problem:
+        raise _Refused(problem)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise _Refused(f"not JSON: {exc}") from None
+
+
+def _entries(data: Any) -> tuple[list[Any], Any]:
+    if not isinstance(data, dict) or data.get("schema") != 1:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise _Refused(f"schema {found!r}, expected 1 (subcompat check --format json)")
+    modules = data.get("modules")
+    if not isinstance(modules, list):
+        raise _Refused("no 'modules' list")
+    return modules, data.get("python")
+
+
+def _judge(
+    entry: Any,
+    default_python: Any,
+    python: str,
+    policy: Policy,
+    written_ns: int,
+    stamps: dict[str, int | None],
+) -> tuple[str | None, Route | None, str | None]:
+    """(module, route, None) for a usable entry, (module, None, why) for one that is not."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
+        return None, None, None
+    module = entry["target"].partition(":")[0]
+    if not module:
+        return None, None, None
+    verdict = entry.get("verdict")
+    if verdict not in SEVERITY:
+        return module, None, f"unknown verdict {verdict!r}"
+    made_by = entry.get("python") or default_python
+    if made_by != python:
+        return module, None, f"made by Python {made_by}, this is {python}"
+    route = route_for(Verdict(module, verdict, python), policy)
+    files, dists = entry.get("files") or [], entry.get("dist_stamps") or []
+    if not isinstance(files, list) or not isinstance(dists, list):
+        return module, None, "malformed fingerprints"
+    if not files and route.route == SUBINTERPRETER:
+        return module, None, "no fingerprints (files) to check a sub-interpreter route against"
+    changed = _changed([*files, *dists], written_ns, stamps)
+    if changed:
+        return module, None, changed
+    return module, dataclasses.replace(route, why=f"{route.why} (verdict file)"), None
+
+
+def _changed(paths: list[Any], written_ns: int, stamps: dict[str, int | None]) -> str | None:
+    """Why the files an entry depends on are not as they were when the file was written."""
+    for path in paths:
+        if not isinstance(path, str):
+            return "malformed fingerprints"
+        if path not in stamps:
+            try:
+                stamps[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                stamps[path] = None
+        mtime = stamps[path]
+        if mtime is None:
+            return f"{path} is gone"
+        if mtime > written_ns:
+            return f"{path} changed after the verdict file was written"
+    return None
+
+
+# -- the executor -------------------------------------------------------------------------
 
 
 def _sub_executor_class() -> tuple[type[Executor] | None, str | None]:
@@ -54,19 +410,6 @@ def _sub_executor_class() -> tuple[type[Executor] | None, str | None]:
     except ImportError as exc:
         return None, f"chancy's SubInterpreterExecutor cannot be imported ({exc})"
     return SubInterpreterExecutor, None
-
-
-def is_subinterpreter_import_error(exc: BaseException) -> bool:
-    """The sub-interpreter refusal, wherever it sits in the chain (wrapped, or
-    re-created on this side of the interpreter boundary)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if SUBINTERP_MESSAGE in str(cur):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
 
 
 class AutoFallbackExecutor(Executor):
@@ -85,26 +428,26 @@ class AutoFallbackExecutor(Executor):
         return cls.capabilities | ProcessExecutor.get_capabilities() | ThreadedExecutor.get_capabilities()
 
     def __init__(self, worker: Any, queue: Any, **options: Any) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"AutoFallbackExecutor: unknown executor_options {', '.join(map(repr, unknown))} "
-                f"(valid: {', '.join(OPTIONS)})"
-            )
+        try:
+            config = validate_options(options)
+        except OptionsError as exc:
+            _refuse(worker, queue, str(exc))
         super().__init__(worker, queue)
-        self.policy = Policy(
-            fallback=options.get("fallback", "process"), degraded=options.get("degraded", FALLBACK)
-        )
-        self.cache_dir = options.get("cache_dir")
-        self.probe_timeout = float(options.get("probe_timeout", 30.0))
-        if self.probe_timeout <= 0:
-            raise ValueError("AutoFallbackExecutor: probe_timeout must be > 0")
+        self.policy = config.policy
+        self.cache_dir = config.cache_dir
+        self.probe_timeout = config.probe_timeout
+        self.verdicts = config.verdicts
         self._inner: dict[str, Executor] = {}
         self._routes: dict[str, Route] = {}
         self._probes: dict[str, asyncio.Future[Route]] = {}
-        self._waiting: dict[tuple[Any, Any], QueuedJob] = {}  # jobs whose module is being probed
+        self._held: dict[tuple[Any, Any], QueuedJob] = {}  # pushed to us, not yet to an inner one
+        self._unrouted: set[tuple[Any, Any]] = set()  # of those, waiting for their module's route
+        self._gates: deque[asyncio.Future[None]] = deque()  # routed, waiting for a free slot
+        self._granted = 0  # slots given to held jobs not yet pushed to an inner executor
         self._tasks: dict[tuple[Any, Any], asyncio.Task[Any]] = {}
         self._meta: dict[Any, dict[str, str]] = {}  # job id -> route, until it completes
+        self._seeding: asyncio.Future[None] | None = None
+        self._probe_pool: ThreadPoolExecutor | None = None
         self._debug = worker.chancy.log.isEnabledFor(logging.DEBUG)
         self._sub_cls, self._unavailable = _sub_executor_class()
         if self._unavailable:
@@ -112,8 +455,10 @@ class AutoFallbackExecutor(Executor):
                 "warning",
                 f"subcompat: {self._unavailable}; every job runs on the {self.policy.fallback} executor",
             )
-        if options.get("verdicts"):
-            self._load_verdicts(options["verdicts"])
+
+    async def __aenter__(self) -> AutoFallbackExecutor:
+        self._start_seeding()  # read the verdict file while the first jobs are fetched
+        return self
 
     # -- chancy's executor interface -------------------------------------------
     async def push(self, job: QueuedJob) -> Any:
@@ -122,17 +467,21 @@ class AutoFallbackExecutor(Executor):
         if route is not None:
             return await self._dispatch(job, route)
         key = (job.id, job.claim_id)
-        self._waiting[key] = job  # counted in len(): the worker must not over-fetch
-        task = asyncio.create_task(self._dispatch_when_known(job, module, key))
+        self._held[key] = job
+        self._unrouted.add(key)
+        task = asyncio.create_task(self._route_then_dispatch(job, module, key))
         self._tasks[key] = task
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
         return task
 
     def __len__(self) -> int:
-        return len(self._waiting) + sum(len(inner) for inner in self._inner.values())
+        """What chancy counts against the queue's concurrency: running jobs and routed
+        ones waiting for a slot; jobs waiting for a probe only past one queue's worth."""
+        unrouted = len(self._unrouted)
+        return self._running() + len(self._held) - unrouted + max(0, unrouted - self.concurrency)
 
     def get_running_jobs(self) -> list[QueuedJob]:
-        jobs = list(self._waiting.values())
+        jobs = list(self._held.values())
         for inner in self._inner.values():
             jobs.extend(inner.get_running_jobs())
         return jobs
@@ -141,7 +490,7 @@ class AutoFallbackExecutor(Executor):
         return ThreadedExecutor.get_default_concurrency(self)  # chancy's own default (CPUs + 4)
 
     async def cancel(self, ref: Reference) -> None:
-        for job in list(self._waiting.values()):
+        for job in list(self._held.values()):
             if job.id == ref.identifier:
                 await self.cancel_execution(job)
         for inner in list(self._inner.values()):
@@ -149,7 +498,8 @@ class AutoFallbackExecutor(Executor):
 
     async def cancel_execution(self, job: QueuedJob) -> None:
         key = (job.id, job.claim_id)
-        if self._waiting.pop(key, None) is not None:
+        if self._held.pop(key, None) is not None:
+            self._unrouted.discard(key)
             task = self._tasks.get(key)
             if task is not None:
                 task.cancel()
@@ -159,33 +509,79 @@ class AutoFallbackExecutor(Executor):
             await inner.cancel_execution(job)
 
     async def stop(self) -> None:
-        # jobs waiting for a probe are dispatched first: none is lost on shutdown
+        # held jobs are dispatched first: none is lost on shutdown
         if self._tasks:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        if self._seeding is not None and not self._seeding.done():
+            self._seeding.cancel()
         for inner in list(self._inner.values()):
             await inner.stop()
+        if self._probe_pool is not None:
+            self._probe_pool.shutdown(wait=False)
 
     async def _stop_on_cancel(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
+        if self._seeding is not None:
+            self._seeding.cancel()
         for inner in list(self._inner.values()):
             await inner._stop_on_cancel()
+        if self._probe_pool is not None:
+            self._probe_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- slots -------------------------------------------------------------------
+    def _running(self) -> int:
+        return sum(len(inner) for inner in self._inner.values())
+
+    async def _slot(self) -> None:
+        """Wait until a held job may run without exceeding the queue's concurrency."""
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates.append(gate)
+        self._pump()
+        try:
+            await gate
+        except asyncio.CancelledError:
+            if gate.done() and not gate.cancelled():  # granted, then cancelled: give it back
+                self._granted -= 1
+                self._pump()
+            raise
+
+    def _pump(self) -> None:
+        """Grant free slots to held jobs, oldest first."""
+        while self._gates and self._running() + self._granted < self.concurrency:
+            gate = self._gates.popleft()
+            if not gate.done():
+                gate.set_result(None)
+                self._granted += 1
 
     # -- routing -----------------------------------------------------------------
     def route_of(self, module: str) -> Route | None:
         """The decision for a module, if known (an in-memory lookup)."""
         return self._routes.get(module)
 
-    async def _dispatch_when_known(self, job: QueuedJob, module: str, key: tuple[Any, Any]) -> Any:
+    async def _route_then_dispatch(self, job: QueuedJob, module: str, key: tuple[Any, Any]) -> Any:
         try:
             route = await self._decide(module)
-            if key in self._waiting:
-                return await self._dispatch(job, route)
+            self._unrouted.discard(key)
+            if key not in self._held:
+                return None  # cancelled while its module was probed
+            await self._slot()
+            try:
+                if key in self._held:
+                    return await self._dispatch(job, route)
+            finally:
+                self._granted -= 1
+                self._pump()
         finally:
-            self._waiting.pop(key, None)
+            self._held.pop(key, None)
+            self._unrouted.discard(key)
 
     async def _decide(self, module: str) -> Route:
         """One probe per module however many of its jobs arrive together."""
+        await self._seeded()
+        route = self._routes.get(module)
+        if route is not None:
+            return route
         future = self._probes.get(module)
         if future is None:
             future = asyncio.ensure_future(self._probe(module))
@@ -199,7 +595,8 @@ class AutoFallbackExecutor(Executor):
             else:
                 COUNTERS["probes"] += 1
                 try:
-                    verdict = await asyncio.to_thread(self._check, module)
+                    loop = asyncio.get_running_loop()
+                    verdict = await loop.run_in_executor(self._probe_threads(), self._check, module)
                 except Exception as exc:  # a probe that cannot run must not lose jobs
                     COUNTERS["probe_errors"] += 1
                     self._log("warning", f"subcompat: probing {module} failed ({exc}); using the fallback")
@@ -213,6 +610,13 @@ class AutoFallbackExecutor(Executor):
             return route
         finally:
             self._probes.pop(module, None)
+
+    def _probe_threads(self) -> ThreadPoolExecutor:
+        """Probes wait on child processes for up to ``probe_timeout``: not in the loop's
+        default pool, which psycopg needs for name resolution."""
+        if self._probe_pool is None:
+            self._probe_pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="subcompat-probe")
+        return self._probe_pool
 
     def _check(self, module: str) -> Verdict:
         from subcompat.cache import Cache
@@ -271,22 +675,26 @@ class AutoFallbackExecutor(Executor):
         original = inner.on_job_completed
 
         async def on_job_completed(*, job: QueuedJob, exc: BaseException | None = None, result: Any = None):
-            info = self._meta.pop(job.id, None)
-            if reroute and exc is not None and is_subinterpreter_import_error(exc):
-                await self._reroute(job, exc)
-                return
-            if info is not None:
-                job = dataclasses.replace(job, meta={**job.meta, "subcompat": info})
-            await original(job=job, exc=exc, result=result)
+            try:
+                info = self._meta.pop(job.id, None)
+                message = subinterpreter_import_message(exc) if reroute and exc is not None else None
+                if message is not None:
+                    await self._reroute(job, message)
+                    return
+                if info is not None:
+                    job = dataclasses.replace(job, meta={**job.meta, "subcompat": info})
+                await original(job=job, exc=exc, result=result)
+            finally:
+                # the inner executor frees the job's slot right after this returns
+                asyncio.get_running_loop().call_soon(self._pump)
 
         return on_job_completed
 
-    async def _reroute(self, job: QueuedJob, exc: BaseException) -> None:
+    async def _reroute(self, job: QueuedJob, message: str) -> None:
         """The probe missed an import: learn it, and run the job again on the fallback.
         No attempt is recorded: the job never ran its code to completion anywhere."""
         module = job.func.rpartition(".")[0]
         COUNTERS["reroutes"] += 1
-        message = str(exc)
         route = Route(FALLBACK, self.policy.fallback, f"learned at run time: {message}")
         self._routes[module] = route
         self._log("warning", f"subcompat: {job.func} failed in a sub-interpreter ({message}); rerouted")
@@ -306,22 +714,39 @@ class AutoFallbackExecutor(Executor):
         finally:
             cache.close()
 
-    def _load_verdicts(self, path: str) -> None:
-        """Seed decisions from ``subcompat check --format json`` output."""
+    # -- the verdict file ----------------------------------------------------------
+    def _start_seeding(self) -> None:
+        if self.verdicts is not None and self._seeding is None:
+            self._seeding = asyncio.ensure_future(self._seed(self.verdicts))
+
+    async def _seeded(self) -> None:
+        """Routes from the verdict file come before any probe."""
+        self._start_seeding()
+        if self._seeding is not None:
+            await asyncio.shield(self._seeding)
+
+    async def _seed(self, path: str) -> None:
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            if not isinstance(data, dict) or data.get("schema") != 1:
-                raise ValueError(
-                    f"schema {data.get('schema') if isinstance(data, dict) else None!r}, expected 1"
-                )
-            entries = [(m["target"].partition(":")[0], m["verdict"]) for m in data["modules"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._log("warning", f"subcompat: ignoring verdict file {path} ({exc}); modules will be probed")
+            seed = await asyncio.to_thread(load_verdicts, path, self.policy)
+        except Exception as exc:  # the file is a shortcut: probing still works without it
+            seed = Seed(refused=f"{type(exc).__name__}: {exc}")
+        if seed.refused:
+            self._log(
+                "warning", f"subcompat: ignoring verdict file {path} ({seed.refused}); modules will be probed"
+            )
             return
-        for module, verdict in entries:
-            route = route_for(Verdict(module, verdict, str(data.get("python", ""))), self.policy)
-            self._routes[module] = dataclasses.replace(route, why=f"{route.why} (verdict file)")
+        for module, route in seed.routes.items():
+            self._routes.setdefault(module, route)
+        COUNTERS["verdicts_used"] += len(seed.routes)
+        COUNTERS["verdicts_ignored"] += len(seed.ignored)
+        if seed.ignored:
+            shown = "; ".join(f"{m}: {why}" for m, why in list(seed.ignored.items())[:5])
+            more = f" and {len(seed.ignored) - 5} more" if len(seed.ignored) > 5 else ""
+            self._log(
+                "warning",
+                f"subcompat: verdict file {path}: entries of {len(seed.ignored)} module(s) not used, "
+                f"they will be probed ({shown}{more})",
+            )
 
     def _log(self, level: str, message: str) -> None:
         getattr(self.worker.chancy.log, level)(message)

@@ -47,6 +47,7 @@ MAX_TRIALS = 64  # per target: every trial is a fresh interpreter
 SUB_SHARE = 2 / 3  # of the budget, for sub-interpreter trials; the rest checks main
 PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not finish
 MAX_TIMEOUT_S = 86400.0
+MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
 
 
@@ -157,6 +158,15 @@ class ProbeResult:
         return None
 
 
+def blame_key(t: Trial, module: str) -> str:
+    """The import to retry in a main interpreter for a crash or hang: the deferred
+    import under way when it happened, else the trial's own candidate."""
+    crumb = (t.culprit or {}).get("candidate")
+    if crumb:
+        return str(crumb)
+    return module if t.kind == "job" else t.candidate
+
+
 def is_memory_error(error: dict[str, Any] | None) -> bool:
     if not error:
         return False
@@ -265,6 +275,7 @@ class _Target:
         names = [module, *extra]
         started = time.perf_counter()
         status, sig, detail, external = "ok", None, "", False
+        kind = ""  # the error type, when not the status itself
         worker = None
         stem = ""
         try:
@@ -289,9 +300,10 @@ class _Target:
             status, sig, detail = gone.status, gone.signal, gone.detail
             external = not gone.ours and gone.signal == signal.SIGKILL
             if status == "timeout":
-                detail = (
-                    f"timeout: no answer within {time.perf_counter() - started:.1f}s in a main interpreter"
-                )
+                spent = time.perf_counter() - started
+                detail = f"timeout: no answer within {spent:.1f}s in a main interpreter"
+                if spent < MIN_MAIN_S:  # too little budget was left to call it a hang
+                    kind, detail = "budget", f"timeout: probe budget of {self.budget:g}s used up"
         finally:
             if worker is not None:
                 worker.close()  # with anything the job forked
@@ -315,7 +327,7 @@ class _Target:
         ]
         if len(runs) < len(names):
             err: dict[str, Any] = {
-                "type": status,
+                "type": kind or status,
                 "msg": detail,
                 "stderr": worker.stderr_tail() if worker else "",
             }
@@ -600,10 +612,14 @@ class Prober:
         an extension failing, and those that crashed or hung (everywhere, or only here?)."""
         out: dict[str, None] = {}
         for t in trials:
-            if t.kind != "lazy" or t.candidate == module:
+            if t.status in ("crash", "timeout"):
+                name = blame_key(t, module)
+            elif t.kind == "lazy" and t.status == "failed" and not t.failures:
+                name = t.candidate
+            else:
                 continue
-            if (t.status == "failed" and not t.failures) or t.status in ("crash", "timeout"):
-                out[t.candidate] = None
+            if name != module:
+                out[name] = None
         return list(out)[:8]
 
     def _drain(

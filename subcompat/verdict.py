@@ -20,6 +20,7 @@ from subcompat.probe import (
     SUBINTERP_MESSAGE,
     ProbeResult,
     Trial,
+    blame_key,
     is_memory_error,
     split_target,
 )
@@ -287,6 +288,7 @@ def decide(result: ProbeResult) -> Verdict:
     exts = {t.candidate: t for t in result.trials if t.kind == "extension"}
     notes: list[str] = []
     errors: list[str] = []  # broken in any interpreter, or the probe could not finish
+    unfinished: list[str] = []  # the budget ran out first
     culprits: dict[str, Culprit] = {}
     degraded: dict[str, Culprit] = {}
     worst = COMPATIBLE
@@ -337,13 +339,17 @@ def decide(result: ProbeResult) -> Verdict:
 
     # crashes and hangs, wherever they happened; blamed on sub-interpreters only when a
     # main interpreter got through the same import
-    main_lost = {t.candidate: t for t in result.trials if t.kind == "main" and t.status in (CRASH, TIMEOUT)}
+    main_lost = {
+        t.candidate: t
+        for t in result.trials
+        if t.kind == "main" and t.status in (CRASH, TIMEOUT) and (t.error or {}).get("type") != "budget"
+    }
     for t in result.trials:
         if t.status not in (CRASH, TIMEOUT):
             continue
         kind = (t.error or {}).get("type")
         if kind == "budget":
-            worse(TIMEOUT, f"{_msg(t.error)} before {t.candidate} was checked")
+            unfinished.append(f"{_msg(t.error)} before {t.candidate} was checked")
             continue
         if kind == PROBE_FAILURE:
             errors.append(_msg(t.error))
@@ -351,7 +357,7 @@ def decide(result: ProbeResult) -> Verdict:
         crumb = t.culprit or {}
         name = crumb.get("name") or crumb.get("candidate") or t.candidate
         file = crumb.get("file") or t.file
-        same = main_lost.get(module if t.kind == "job" else t.candidate)
+        same = main_lost.get(blame_key(t, module))
         if t.kind == "main" or same is not None:
             errors.append(_everywhere(same or t, name))
             continue
@@ -397,14 +403,8 @@ def decide(result: ProbeResult) -> Verdict:
             continue
         everywhere = next((m for m in result.trials if m.kind == "main" and m.candidate == t.candidate), None)
         if everywhere is not None and everywhere.status == "failed":
-            limit = _limit_reason(everywhere.error, result)
-            if limit:
-                errors.append(f"deferred import {t.candidate} {limit}")
-                continue
-            notes.append(
-                f"deferred import {t.candidate} fails in the main interpreter too "
-                f"({_short_error(everywhere.error)})"
-            )
+            why = _limit_reason(everywhere.error, result) or _short_error(everywhere.error)
+            errors.append(f"deferred import {t.candidate} fails in a main interpreter too: {why}")
             continue
         add(
             Culprit(
@@ -455,6 +455,8 @@ def decide(result: ProbeResult) -> Verdict:
     ext_verdicts = _extension_verdicts(result, exts, culprits, degraded)
     if errors and worst not in (CRASH, TIMEOUT, INCOMPATIBLE):
         worst, reason = ERROR, "; ".join(dict.fromkeys(errors))
+    elif unfinished and worst in (COMPATIBLE, DEGRADED):  # nothing found, but not all was seen
+        worst, reason = TIMEOUT, unfinished[0]
     if worst == COMPATIBLE:
         reason = "imports in a fresh isolated sub-interpreter"
         if any(t.kind == "lazy" and t.status == "ok" for t in result.trials):
