@@ -236,7 +236,8 @@ def _check(args: argparse.Namespace) -> int:
         config = config_mod.load()
     except config_mod.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    targets = args.targets or config_mod.expand_jobs(config.jobs)
+    # a package, named here or in the config, is all of its modules (found on disk)
+    targets = config_mod.expand_jobs(args.targets or config.jobs)
     if not targets:
         raise UsageError(
             "no targets: give dotted module names (e.g. myapp.jobs or myapp.jobs:send) "

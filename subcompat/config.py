@@ -179,6 +179,9 @@ def expand_jobs(jobs: Iterable[str], search_path: Sequence[str] | None = None) -
     path = list(search_path) if search_path is not None else [os.getcwd(), *sys.path[1:]]
     out: list[str] = []
     for name in jobs:
+        if ":" in name:  # module:function names one job
+            out.append(name)
+            continue
         spec = _find(name, path)
         if spec is None:
             out.append(name)  # the probe will report it as an error with its real message

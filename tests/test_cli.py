@@ -168,3 +168,29 @@ def test_older_parent_probes_a_313_target(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["python"].startswith("3.13") and data["modules"][0]["verdict"] == "compatible"
+
+
+@pytest.mark.needs_subinterpreters
+def test_a_package_target_is_every_module_in_it(probe_app):
+    """`check pkg` answers for each job module of the package, not for its __init__."""
+    probe_app.write(
+        {
+            "tasks.__init__": "",
+            "tasks.a": "import json\n",
+            "tasks.b": "import sc_single\n",
+            "tasks.sub.__init__": "",
+            "tasks.sub.c": "import json\n",
+        }
+    )
+    env = {"PYTHONPATH": os.environ["PYTHONPATH"], "SUBCOMPAT_CACHE_DIR": str(probe_app.cache_dir)}
+    proc = run_cli("check", "tasks", "tasks.a:run_me", "--format", "json", cwd=probe_app.root, env=env)
+    assert proc.returncode == 2, proc.stderr  # an error verdict (no run_me) wins over incompatible
+    verdicts = {m["target"]: m["verdict"] for m in json.loads(proc.stdout)["modules"]}
+    assert verdicts == {
+        "tasks": "compatible",
+        "tasks.a": "compatible",
+        "tasks.b": "incompatible",
+        "tasks.sub": "compatible",
+        "tasks.sub.c": "compatible",
+        "tasks.a:run_me": "error",
+    }
