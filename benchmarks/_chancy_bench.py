@@ -17,6 +17,7 @@ Jobs have ``max_attempts=1``: a job that fails in its executor is counted, not r
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -161,12 +162,23 @@ def decision_scenario(spec: dict) -> dict:
     options = dict(spec.get("options") or {})
     verdicts = os.path.join(options.get("cache_dir") or ".", "bench-verdicts.json")
     os.makedirs(os.path.dirname(verdicts), exist_ok=True)
+    # as `subcompat check --format json` writes it: the entry names the files its verdict
+    # depends on (the job module is pure Python: its own source), which the executor checks
+    # before it trusts a sub-interpreter route from a file
+    origin = importlib.util.find_spec(module).origin
     with open(verdicts, "w", encoding="utf-8") as fh:
         json.dump(
             {
                 "schema": 1,
                 "python": sys.version.split()[0],
-                "modules": [{"target": module, "verdict": spec.get("verdict", "compatible")}],
+                "modules": [
+                    {
+                        "target": module,
+                        "verdict": spec.get("verdict", "compatible"),
+                        "files": [origin] if origin else [],
+                        "dist_stamps": [],
+                    }
+                ],
             },
             fh,
         )
@@ -182,9 +194,18 @@ def decision_scenario(spec: dict) -> dict:
 
     queue = Queue(name="bench", concurrency=2, executor=sc.AutoFallbackExecutor.__module__)
     executor = sc.AutoFallbackExecutor(_Worker(), queue, **options)
-    route = executor.route_of(module)
-    if route is None:
-        raise SystemExit(f"the verdict file did not seed a route for {module}")
+
+    async def seeded() -> object:
+        """The seeded route: chancy enters every executor with ``async with`` (its worker's
+        queue task), and the executor may read the verdict file in the background from then
+        on, so wait for it (bounded) as a worker's first jobs would."""
+        await executor.__aenter__()
+        deadline = time.monotonic() + 30
+        route = executor.route_of(module)
+        while route is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+            route = executor.route_of(module)
+        return route
 
     class _NullInner:
         async def push(self, job):  # noqa: ANN001, ANN202
@@ -235,17 +256,19 @@ def decision_scenario(spec: dict) -> dict:
             await done(job=job)
         return (time.perf_counter_ns() - t0) / n
 
-    decide = [decide_loop() for _ in range(repeats)]
-    empty = [empty_loop() for _ in range(repeats)]
-
-    async def pushes() -> tuple[list[float], list[float]]:
+    async def scenario() -> tuple[object, list[float], list[float], list[float], list[float]]:
+        route = await seeded()  # one event loop: the executor's tasks live in it
+        if route is None:
+            raise SystemExit(f"the verdict file did not seed a route for {module}")
+        decide = [decide_loop() for _ in range(repeats)]
+        empty = [empty_loop() for _ in range(repeats)]
         auto, inner = [], []
         for _ in range(repeats):
             auto.append(await push_loop(executor, complete or null.on_job_completed))
             inner.append(await push_loop(null, null.on_job_completed))
-        return auto, inner
+        return route, decide, empty, auto, inner
 
-    auto, inner = asyncio.run(pushes())
+    route, decide, empty, auto, inner = asyncio.run(scenario())
     return {
         "decision_ns": decide,
         "decision_base_ns": statistics.median(empty),

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--out benchmarks/RESULTS.md] [--repeats N] [--items 1,2,3,4,5]
     python benchmarks/run.py --quick      # tiny smoke run: current interpreter, no network
+    python benchmarks/run.py --items 1,2 --against DIR   # A/B: this tree vs the subcompat tree DIR
 
 Prints a markdown table (and writes it with ``--out``) with the machine and the date.
 Method: benchmarks/README.md. Full runs build benchmarks/.work/venv (real extension
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import importlib.util
 import json
 import os
@@ -71,13 +73,22 @@ def log(msg: str) -> None:
 
 
 # -- item 1 and 2 --------------------------------------------------------------------
-def items_1_2(bench: ProbeBench, repeats: int, want: set[str], out: dict, quick: bool) -> list[Row]:
+def items_1_2(
+    bench: ProbeBench,
+    repeats: int,
+    want: set[str],
+    out: dict,
+    quick: bool,
+    other: ProbeBench | None = None,
+    other_name: str = "",
+) -> list[Row]:
+    """Items 1-2; with ``other`` (``--against DIR``) also the A/B rows 1g and 2e-2f."""
     lazy = _app.deferred_of(bench.targets)
     rows: list[Row] = []
     r1 = None
     if "1" in want or "2" in want:
         log(f"item 1: cold check, naive, floors ({len(bench.targets)} jobs, {len(bench.packages)} packages)")
-        r1 = bench.item1(repeats, lazy, log=log, with_serial=not quick)
+        r1 = bench.item1(repeats, lazy, log=log, with_serial=not quick, other=other)
         out["item1"] = {k: (v.values if isinstance(v, Series) else v) for k, v in r1.items()}
     if r1 is not None and "1" in want:
         cold, naive, floor = r1["cold"], r1["naive"], r1["floor"]
@@ -153,9 +164,46 @@ def items_1_2(bench: ProbeBench, repeats: int, want: set[str], out: dict, quick:
                     "–",
                 )
             )
+        if other:
+            cold_b = r1["cold_b"]
+            vs_b = ratio_series(cold, cold_b)
+            rows += [
+                Row(
+                    "1g",
+                    f"cold check with the `--against` tree {other_name} (same rounds as 1a, back to back)",
+                    seconds(cold_b.median),
+                    fmt_range(cold_b),
+                    cold_b.n,
+                    f"in-process {seconds(r1['cold_b_internal'].median)} "
+                    f"(1a: {seconds(r1['cold_internal'].median)})",
+                ),
+                Row(
+                    "1g'",
+                    f"cold check: this tree ÷ {other_name}",
+                    fmt_ratio(vs_b.median),
+                    fmt_range(vs_b, fmt_ratio),
+                    vs_b.n,
+                    "",
+                    "≤ 1.10×",
+                    status(vs_b.median <= 1.10),
+                ),
+                _cpu_row(
+                    '1g"',
+                    "cold check",
+                    r1["cold_cpu"],
+                    r1["cold_b_cpu"],
+                    other_name,
+                    "; per round, this ÷ other: user "
+                    + fmt_ratio(ratio_series(r1["cold_user"], r1["cold_b_user"]).median)
+                    + ", sys "
+                    + fmt_ratio(ratio_series(r1["cold_sys"], r1["cold_b_sys"]).median)
+                    + ", minor page faults "
+                    + fmt_ratio(ratio_series(r1["cold_minflt"], r1["cold_b_minflt"]).median),
+                ),
+            ]
     if "2" in want:
         log("item 2: warm check, touch, edit")
-        r2 = bench.item2(repeats, EDIT_TARGET, log=log)
+        r2 = bench.item2(repeats, EDIT_TARGET, log=log, other=other)
         out["item2"] = {k: (v.values if isinstance(v, Series) else v) for k, v in r2.items()}
         cold_med = r1["cold"].median if r1 else float("nan")
         warm = r2["warm"]
@@ -207,7 +255,101 @@ def items_1_2(bench: ProbeBench, repeats: int, want: set[str], out: dict, quick:
                 status(only_one),
             ),
         ]
+        if other:
+            warm_b = r2["warm_b"]
+            vs_b = ratio_series(warm, warm_b)
+            edit_vs_b = ratio_series(edited, r2["edited_b"])
+            rows += [
+                Row(
+                    "2e",
+                    f"warm check with the `--against` tree {other_name} (same rounds as 2a, back to back)"
+                    + ("" if r2["warm_b_cached_all"] else " — NOT all from cache"),
+                    seconds(warm_b.median),
+                    fmt_range(warm_b),
+                    warm_b.n,
+                    f"in-process {seconds(r2['warm_internal_b'].median)} "
+                    f"(2b: {seconds(r2['warm_internal'].median)})",
+                ),
+                Row(
+                    "2e'",
+                    f"warm check: this tree ÷ {other_name}",
+                    fmt_ratio(vs_b.median),
+                    fmt_range(vs_b, fmt_ratio),
+                    vs_b.n,
+                    "",
+                    "unchanged (≤ 1.05×)",
+                    status(vs_b.median <= 1.05 and r2["warm_cached_all"] and r2["warm_b_cached_all"]),
+                ),
+                _cpu_row('2e"', "warm check", r2["warm_cpu"], r2["warm_cpu_b"], other_name),
+                Row(
+                    "2f",
+                    f"after editing one job (2d): this tree ÷ {other_name} "
+                    f"(the other tree: {seconds(r2['edited_b'].median)}, re-probed "
+                    f"{_reprobed(r2['b_reprobed']['edited'])})",
+                    fmt_ratio(edit_vs_b.median),
+                    fmt_range(edit_vs_b, fmt_ratio),
+                    edit_vs_b.n,
+                    "",
+                    "",
+                    "–",
+                ),
+            ]
     return rows
+
+
+def _cpu_row(key: str, what: str, this: Series, them: Series, other_name: str, more: str = "") -> Row:
+    """CPU time (user + sys of the whole process tree) of both sides, per-round ratio."""
+    ratio = ratio_series(this, them)
+    return Row(
+        key,
+        f"… {what} CPU time (user + sys, whole process tree): this tree ÷ {other_name}",
+        fmt_ratio(ratio.median),
+        fmt_range(ratio, fmt_ratio),
+        ratio.n,
+        f"this {seconds(this.median)} CPU, other {seconds(them.median)} CPU{more}",
+        "",
+        "–",
+    )
+
+
+def tree_name(src: str) -> str:
+    """``DIR (commit)`` for a subcompat source tree, for the table."""
+    proc = subprocess.run(
+        ["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    head = proc.stdout.strip()
+    dirty = ""
+    if head:
+        st = subprocess.run(
+            ["git", "-C", src, "status", "--porcelain", "--", "subcompat"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        dirty = "+changes" if st.stdout.strip() else ""
+    return f"`{src}`" + (f" ({head}{dirty})" if head else "")
+
+
+def tree_state(src: str) -> str:
+    """A digest of the ``.py`` files of the subcompat package under ``src``: tells whether
+    a tree that others are editing changed while it was being timed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(src, "subcompat").rglob("*.py")):
+        with contextlib.suppress(OSError):
+            digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def verdict_notes(diff: list[dict], other_name: str, n: int) -> list[str]:
+    """The markdown lines that compare the verdicts of both trees (every cold report)."""
+    if not diff:
+        return [f"Verdicts, this tree vs {other_name}: the same for all {n} targets in every cold run."]
+    lines = [f"Verdicts that differ between this tree and {other_name} (or between rounds):", ""]
+    for d in diff:
+        this = "; ".join(f"{v} ({r})" for v, r in d["this"]) or "–"
+        them = "; ".join(f"{v} ({r})" for v, r in d["against"]) or "–"
+        lines.append(f"- `{d['target']}`: this tree: {this} — against: {them}")
+    return lines
 
 
 def _reprobed(lists: list[list[str]]) -> str:
@@ -587,7 +729,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="time the CLI of the subcompat package under DIR instead (A/B a fix out of tree; items 1-2)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="A/B: also time the cold and warm checks with the subcompat package under DIR, back to back "
+        "with this tree in the same rounds; adds the rows 'this tree ÷ DIR' (items 1-2)",
+    )
     args = parser.parse_args(argv)
+    for opt in ("subcompat", "against"):
+        src = getattr(args, opt)
+        if src is not None:
+            if not Path(src, "subcompat", "__init__.py").is_file():
+                parser.error(f"--{opt} {src}: no subcompat package there ({src}/subcompat/__init__.py)")
+            setattr(args, opt, str(Path(src).resolve()))
     want = set(args.items.split(","))
     _probe_bench.WRITE_BYTECODE = not args.quick
     repeats = args.repeats or (1 if args.quick else 5)
@@ -615,9 +769,17 @@ def main(argv: list[str] | None = None) -> int:
         machine = _env.describe_machine(python)
         out: dict = {"machine": machine}
         rows: list[Row] = []
-        bench = ProbeBench(sys.executable, python, app, targets, packages, args.subcompat)
+        other = other_name = None
+        this_src = args.subcompat
+        if args.against:
+            # both sides find their tree the same way (PYTHONPATH), so neither pays for the other's
+            this_src = args.subcompat or str(_env.REPO)
+            other = ProbeBench(sys.executable, python, app, targets, packages, args.against)
+            other_name = tree_name(args.against)
+            states = {src: tree_state(src) for src in (this_src, args.against)}
+        bench = ProbeBench(sys.executable, python, app, targets, packages, this_src)
         startup = python_startup(python)
-        rows += items_1_2(bench, repeats, want, out, args.quick)
+        rows += items_1_2(bench, repeats, want, out, args.quick, other, other_name or "")
         if "5" in want:
             job = (
                 "benchapp.jobs.fast_path"
@@ -653,12 +815,23 @@ def main(argv: list[str] | None = None) -> int:
         noisy = _noisiest(out)
         if noisy:
             notes.append(f"Noise: largest (max − min) / median among the timed series: {noisy}.")
+        if other and "verdict_diff" in out.get("item1", {}):
+            this_name = tree_name(this_src) if this_src else "this tree"
+            changed = [src for src, state in states.items() if tree_state(src) != state]
+            out["ab"] = {"this": this_src, "against": args.against, "changed_during_run": changed}
+            notes += [
+                "",
+                f"A/B: this tree = {this_name}, against = {other_name}; each round runs both trees' "
+                "checks back to back (order alternating per round), each tree with its own cache dir.",
+                *verdict_notes(out["item1"]["verdict_diff"], other_name, len(targets)),
+            ]
+            if changed:
+                notes.append(f"**The subcompat sources under {', '.join(changed)} changed during the run.**")
         meta = {
             "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "runner": f"{sys.version.split()[0]} ({_short(sys.executable)})",
             "target": _short(python),
-            "command": ("make bench" if not args.quick else "python benchmarks/run.py --quick")
-            + (f" --subcompat {args.subcompat}" if args.subcompat else ""),
+            "command": _command(args),
             "mode": "quick smoke run" if args.quick else "full run",
             "repeats": str(repeats),
             "took": seconds(took),
@@ -676,6 +849,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _command(args: argparse.Namespace) -> str:
+    if args.items == "1,2,3,4,5" and not args.against:
+        cmd = "python benchmarks/run.py --quick" if args.quick else "make bench"
+    else:
+        cmd = "python benchmarks/run.py" + (" --quick" if args.quick else "") + f" --items {args.items}"
+    if args.subcompat:
+        cmd += f" --subcompat {args.subcompat}"
+    if args.against:
+        cmd += f" --against {args.against}"
+    return cmd
 
 
 def _short(path: str) -> str:
