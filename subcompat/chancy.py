@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import re
 import stat
 import sys
 from collections import Counter, deque
@@ -268,15 +267,15 @@ def load_verdicts(path: str, policy: Policy = DEFAULT_POLICY, python: str = PYTH
     """Blocking (call it in a thread); never raises for anything the file holds."""
     try:
         raw, written_ns = _read_bounded(path)
-        entries, default_python = _entries(_parse(raw))
+        entries, made_by = _entries(_parse(raw))
     except _Refused as exc:
         return Seed(refused=str(exc))
     except OSError as exc:
         return Seed(refused=f"cannot be read: {exc.strerror or exc}")
     seed = Seed()
-    stamps: dict[str, int | None] = {}
+    judge = _Judge(python, made_by, written_ns, policy)
     for entry in entries:
-        module, route, why_not = _judge(entry, default_python, python, policy, written_ns, stamps)
+        module, route, why_not = judge(entry)
         if module is None or module in seed.ignored:
             continue
         if why_not is not None:
@@ -290,7 +289,7 @@ def load_verdicts(path: str, policy: Policy = DEFAULT_POLICY, python: str = PYTH
 def _read_bounded(path: str) -> tuple[bytes, int]:
     """The bytes and mtime of a regular file of at most MAX_VERDICTS_BYTES. Opened
     non-blocking and checked after opening: a FIFO swapped in since start-up cannot block."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -311,14 +310,20 @@ def _read_bounded(path: str) -> tuple[bytes, int]:
         os.close(fd)
 
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
+def _skeleton(raw: bytes) -> bytes:
+    """The brackets outside strings, at C speed: escape pairs dropped left to right (as a
+    parser reads them), then every other quote-delimited piece is a string's inside."""
+    outside = raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2]
+    return b"".join(outside).translate(None, _NOT_BRACKETS)
+
+
 def _nesting_problem(raw: bytes, limit: int = MAX_VERDICTS_DEPTH) -> str | None:
-    """Why the JSON must not be handed to the (recursive) parser, found without recursion:
-    strings removed, innermost bracket pairs peeled ``limit`` times."""
-    skeleton = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    """Why the JSON must not reach the parser, which recurses per level (a deep file
+    overflows a thread's stack on 3.13): innermost bracket pairs peeled ``limit`` times."""
+    skeleton = _skeleton(raw)
     for _ in range(limit):
         if not skeleton:
             return None
@@ -349,54 +354,58 @@ def _entries(data: Any) -> tuple[list[Any], Any]:
     return modules, data.get("python")
 
 
-def _judge(
-    entry: Any,
-    default_python: Any,
-    python: str,
-    policy: Policy,
-    written_ns: int,
-    stamps: dict[str, int | None],
-) -> tuple[str | None, Route | None, str | None]:
-    """(module, route, None) for a usable entry, (module, None, why) for one that is not."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
-        return None, None, None
-    module = entry["target"].partition(":")[0]
-    if not module:
-        return None, None, None
-    verdict = entry.get("verdict")
-    if verdict not in SEVERITY:
-        return module, None, f"unknown verdict {verdict!r}"
-    made_by = entry.get("python") or default_python
-    if made_by != python:
-        return module, None, f"made by Python {made_by}, this is {python}"
-    route = route_for(Verdict(module, verdict, python), policy)
-    files, dists = entry.get("files") or [], entry.get("dist_stamps") or []
-    if not isinstance(files, list) or not isinstance(dists, list):
-        return module, None, "malformed fingerprints"
-    if not files and route.route == SUBINTERPRETER:
-        return module, None, "no fingerprints (files) to check a sub-interpreter route against"
-    changed = _changed([*files, *dists], written_ns, stamps)
-    if changed:
-        return module, None, changed
-    return module, dataclasses.replace(route, why=f"{route.why} (verdict file)"), None
+class _Judge:
+    """Whether one entry of a verdict file can be trusted here and now."""
 
+    def __init__(self, python: str, made_by: Any, written_ns: int, policy: Policy) -> None:
+        self.python, self.made_by, self.written_ns = python, made_by, written_ns
+        self.routes = {  # a route depends on the verdict alone: built once, not per entry
+            v: _from_file(route_for(Verdict("", v, python), policy)) for v in SEVERITY
+        }
+        self.mtimes: dict[str, int | None] = {}  # a file shared by many entries is stat'ed once
 
-def _changed(paths: list[Any], written_ns: int, stamps: dict[str, int | None]) -> str | None:
-    """Why the files an entry depends on are not as they were when the file was written."""
-    for path in paths:
-        if not isinstance(path, str):
+    def __call__(self, entry: Any) -> tuple[str | None, Route | None, str | None]:
+        """(module, route, None) for a usable entry, (module, None, why) for one that is not."""
+        if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
+            return None, None, None
+        module = entry["target"].partition(":")[0]
+        route = self.routes.get(entry.get("verdict"))  # type: ignore[arg-type]
+        why_not = self._why_not(entry, route)
+        return (module or None), (None if why_not else route), why_not
+
+    def _why_not(self, entry: dict[str, Any], route: Route | None) -> str | None:
+        if route is None:
+            return f"unknown verdict {entry.get('verdict')!r}"
+        made_by = entry.get("python") or self.made_by
+        if made_by != self.python:
+            return f"made by Python {made_by}, this is {self.python}"
+        files, dists = entry.get("files") or [], entry.get("dist_stamps") or []
+        if not isinstance(files, list) or not isinstance(dists, list):
             return "malformed fingerprints"
-        if path not in stamps:
-            try:
-                stamps[path] = os.stat(path).st_mtime_ns
-            except OSError:
-                stamps[path] = None
-        mtime = stamps[path]
-        if mtime is None:
-            return f"{path} is gone"
-        if mtime > written_ns:
-            return f"{path} changed after the verdict file was written"
-    return None
+        if not files and route.route == SUBINTERPRETER:
+            return "no fingerprints (files) to check a sub-interpreter route against"
+        return self._changed([*files, *dists])
+
+    def _changed(self, paths: list[Any]) -> str | None:
+        """Why the files an entry depends on are not as they were when the file was written."""
+        for path in paths:
+            if not isinstance(path, str):
+                return "malformed fingerprints"
+            if path not in self.mtimes:
+                try:
+                    self.mtimes[path] = os.stat(path).st_mtime_ns
+                except OSError:
+                    self.mtimes[path] = None
+            mtime = self.mtimes[path]
+            if mtime is None:
+                return f"{path} is gone"
+            if mtime > self.written_ns:
+                return f"{path} changed after the verdict file was written"
+        return None
+
+
+def _from_file(route: Route) -> Route:
+    return dataclasses.replace(route, why=f"{route.why} (verdict file)")
 
 
 # -- the executor -------------------------------------------------------------------------
@@ -448,6 +457,7 @@ class AutoFallbackExecutor(Executor):
         self._meta: dict[Any, dict[str, str]] = {}  # job id -> route, until it completes
         self._seeding: asyncio.Future[None] | None = None
         self._probe_pool: ThreadPoolExecutor | None = None
+        self._completed = asyncio.Event()  # set whenever a job leaves an inner executor
         self._debug = worker.chancy.log.isEnabledFor(logging.DEBUG)
         self._sub_cls, self._unavailable = _sub_executor_class()
         if self._unavailable:
@@ -509,9 +519,18 @@ class AutoFallbackExecutor(Executor):
             await inner.cancel_execution(job)
 
     async def stop(self) -> None:
-        # held jobs are dispatched first: none is lost on shutdown
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        """chancy calls this once ``len()`` is 0, which does not count jobs waiting for a
+        probe: those are dispatched and run to completion first, so none is lost (the inner
+        executors' own stop would cancel a job still queued in their pools)."""
+        try:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+            while self._running():
+                self._completed.clear()
+                await self._completed.wait()
+        except asyncio.CancelledError:  # the worker's shutdown timeout ran out
+            await self._stop_on_cancel()
+            raise
         if self._seeding is not None and not self._seeding.done():
             self._seeding.cancel()
         for inner in list(self._inner.values()):
@@ -547,7 +566,8 @@ class AutoFallbackExecutor(Executor):
             raise
 
     def _pump(self) -> None:
-        """Grant free slots to held jobs, oldest first."""
+        """Grant free slots to held jobs, oldest first (called after every completion)."""
+        self._completed.set()
         while self._gates and self._running() + self._granted < self.concurrency:
             gate = self._gates.popleft()
             if not gate.done():
