@@ -96,6 +96,10 @@ class _LowSession:
         failed = self._low.exec(self._iid, code)
         return None if failed is None else getattr(failed, "formatted", str(failed))
 
+    def bind(self, name, value):
+        """Set ``__main__.name`` to ``value`` (a str: shareable everywhere)."""
+        self._low.set___main___attrs(self._iid, {name: value})
+
     def close(self):
         self._low.destroy(self._iid)
 
@@ -120,6 +124,9 @@ class _HighSession:
             info = getattr(exc, "excinfo", None)
             return getattr(info, "formatted", None) or str(exc).partition("\n")[0]
 
+    def bind(self, name, value):
+        self._interp.prepare_main({name: value})
+
     def close(self):
         self._interp.close()
 
@@ -135,6 +142,9 @@ class _MainSession:
             code = compile(code, "<subcompat-trial>", "exec")
         exec(code, self._namespace)
         return None
+
+    def bind(self, name, value):
+        self._namespace[name] = value
 
     def close(self):
         self._namespace.clear()
@@ -222,13 +232,18 @@ class Child:
     def _main_imports(self, req):
         """The job first (with its function), then each extra name, in one main interpreter."""
         for i, name in enumerate(req["names"]):
-            yield self._run(dict(req, name=name, function=req.get("function") if i == 0 else None), "main")
+            run = dict(req, name=name)
+            if i:  # the job's function and name references are the job's
+                run.update(function=None, refs=None)
+            yield self._run(run, "main")
 
     def _run(self, req, where):
         self.counter += 1
         result_path = req["workdir"] + "/result-%d-%d.txt" % (os.getpid(), self.counter)
         params = {
-            k: v for k, v in req.items() if k not in ("v", "id", "nonce", "op", "workdir", "names", "stem")
+            k: v
+            for k, v in req.items()
+            if k not in ("v", "id", "nonce", "op", "workdir", "names", "stem", "refs")
         }
         params.update(sys_path=req.get("sys_path") or self.sys_path, result=result_path)
         if where == "main":
@@ -239,9 +254,12 @@ class Child:
             uncaught = session.exec(*self.trial_source) or session.exec("_begin(%r)\n" % (params,))
             step = self._read(result_path)
             leftover = []
+            scan = _Scan()
             if step is not None and step["scan"]:
-                leftover = self._deferred(session, params, step, result_path)
+                leftover = self._deferred(session, params, step, result_path, scan)
             if step is not None:
+                asked = scan.asked() if where == "sub" else [tuple(r) for r in req.get("refs") or ()]
+                self._check_refs(session, asked, load=where == "main")
                 uncaught = session.exec("_finish(%r)\n" % (leftover,))
             result = self._read(result_path)
         finally:
@@ -252,10 +270,22 @@ class Child:
                 pass
         if result is None:
             raise RuntimeError("trial left no result: %s" % (uncaught or "unknown failure"))
+        found = result.get("refs") or ()
+        result["refs"] = scan.located(found) if where == "sub" else [_ref(*r) for r in found]
         return result
+
+    @staticmethod
+    def _check_refs(session, asked, load):
+        """Ask the interpreter which of the (module, name) pairs ``asked`` it lacks; the
+        pairs travel as one shared string, not as source."""
+        if not asked:
+            return None
+        session.bind("_sc_refs", "\0".join(part for pair in asked for part in pair))
+        return session.exec("_check_refs(_sc_refs, True)\n" if load else "_check_refs(_sc_refs, False)\n")
 
     def _post(self, result):
         result["modules"] = [self._describe(name, file, ext) for name, file, ext in result["modules"]]
+        result["refs"] = [r for r in result.get("refs") or () if self._foreign(r)]
         present = {m["name"] for m in result["modules"]}
         every_failure = result["failures"] + [f for lz in result["lazy"] for f in lz.get("failures", ())]
         for f in every_failure:  # failed loads never reach sys.modules; keep them in the tree
@@ -264,56 +294,71 @@ class Child:
                 result["modules"].append(self._describe(f["name"], f["file"], True))
         return result
 
-    def _deferred(self, session, params, step, result_path):
+    def _deferred(self, session, params, step, result_path, scan):
         """Feed the interpreter the deferred imports of its first-party modules, batch by
         batch, until none is new; return what is left after a failure."""
-        seen = set()
-        scanned = set()
         queue = [list(x) for x in params.get("pending") or ()]
-        queue += self._scan(params.get("sources") or (), scanned, seen)
-        queue += self._scan(step["new"], scanned, seen)
+        queue += self._scan(params.get("sources") or (), scan)
+        queue += self._scan(step["new"], scan)
         while queue:
             session.exec("_lazy_step(%r)\n" % (queue,))
             step = self._read(result_path)
             if step is None:
                 return []
-            more = self._scan(step["new"], scanned, seen)
+            more = self._scan(step["new"], scan)
             if step["failed"]:
                 return step["leftover"] + more
             queue = more
         return []
 
-    def _scan(self, sources, scanned, seen):
+    def _scan(self, sources, scan):
+        """The deferred imports not seen yet in these sources; their name references
+        are collected in ``scan``."""
         out = []
         for entry in sources:
             mod_name, file, is_pkg = entry[0], entry[1], entry[2]
             all_imports = bool(entry[3]) if len(entry) > 3 else False
-            if file in scanned or self.locator.origin(file) != "first_party":
+            if file in scan.files or self.locator.origin(file) != "first_party":
                 continue
-            scanned.add(file)
-            for lz in self._lazy_in(mod_name, file, is_pkg, all_imports):
+            scan.files.add(file)
+            lazy, refs = self._parsed(mod_name, file, is_pkg, all_imports)
+            for lz in lazy:
                 key = (lz[0], tuple(lz[1]))
-                if key not in seen:
-                    seen.add(key)
+                if key not in scan.seen:
+                    scan.seen.add(key)
                     out.append(lz)
+            if self._own(mod_name):  # an installed distribution's names are its own business
+                scan.own.add(mod_name)
+                for module, attr, edge in refs:
+                    scan.refs.setdefault((module, attr), edge)
         return out
 
-    def _lazy_in(self, mod_name, file, is_pkg, all_imports):
-        """Deferred imports of one file, parsed once per content (stat) for this child."""
+    def _own(self, mod_name):
+        """First-party source that no installed distribution owns: the user's code (a
+        package on PYTHONPATH with a dist-info is someone else's)."""
+        return self._dist_of(mod_name, "first_party")[0] is None
+
+    def _parsed(self, mod_name, file, is_pkg, all_imports):
+        """(deferred imports, name references) of one file: one parse per content
+        (stat) for this child."""
         try:
             st = os.stat(file)
         except OSError:
-            return []
+            return [], []
         key = (mod_name, file, is_pkg, all_imports, st.st_mtime_ns, st.st_size)
         found = self._scan_memo.get(key)
         if found is None:
-            found = self._scan_memo[key] = [
-                [lz.module, list(lz.fromlist), lz.edge.importer, lz.edge.file, lz.edge.line, lz.edge.how]
-                for lz in self.discover.scan_lazy_imports(
-                    mod_name, file, is_package=is_pkg, all_imports=all_imports
-                )
-            ]
+            source = self.discover.scan_source(mod_name, file, is_package=is_pkg, all_imports=all_imports)
+            found = self._scan_memo[key] = (
+                [[lz.module, list(lz.fromlist), *_edge(lz.edge)] for lz in source.lazy],
+                [(ref.module, ref.attr, _edge(ref.edge)) for ref in source.refs],
+            )
         return found
+
+    def _foreign(self, ref):
+        """A reference to a module that is not the user's (where the accelerators are)."""
+        first_party = self.locator.origin(ref.pop("file", None)) == "first_party"
+        return ref["module"] != "__main__" and not (first_party and self._own(ref["module"]))
 
     @staticmethod
     def _read(path):
@@ -367,6 +412,36 @@ class Child:
                         break
             return dist.metadata["Name"] or dist_name, dist.version, stamp
         return None, None, None
+
+
+def _ref(module, name, state, file, edge=None):
+    return {"module": module, "attr": name, "state": state, "file": file, "edge": edge}
+
+
+def _edge(edge):
+    return [edge.importer, edge.file, edge.line, edge.how]
+
+
+class _Scan:
+    """What the scans of one trial's first-party files found."""
+
+    def __init__(self):
+        self.files = set()
+        self.own = set()  # first-party module names: their names are not checked
+        self.seen = set()
+        self.refs = {}  # (module, name) -> edge of its first use
+
+    def asked(self):
+        return [pair for pair in self.refs if pair[0] not in self.own]
+
+    def located(self, found):
+        """The interpreter's answers ([module, name, state, file]) with where each is used."""
+        out = []
+        for module, name, state, file in found:
+            edge = self.refs.get((module, name))
+            if edge is not None:
+                out.append(_ref(module, name, state, file, edge))
+        return out
 
 
 # -- processes -------------------------------------------------------------

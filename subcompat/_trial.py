@@ -174,14 +174,15 @@ def _begin(P):
         where = None
         if tb is not None:
             where = "%s:%s" % (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
-        return {"type": type(exc).__name__, "msg": _text(exc), "chain": chain, "where": where}
+        out = {"type": type(exc).__name__, "msg": _text(exc), "chain": chain, "where": where}
+        missing = _missing_name(exc)
+        if missing is not None:
+            out["attr"] = missing
+        return out
 
     def import_one(name, fromlist, function=None):
-        if fromlist:  # exactly what `from name import a, b` does
+        if fromlist:  # what `from name import a, b` imports; a missing name is _check_refs'
             module = __import__(name, fromlist=fromlist)
-            for attr in fromlist:
-                if not hasattr(module, attr):
-                    raise ImportError(f"cannot import name {attr!r} from {name!r}")
         else:
             module = importlib.import_module(name)
         if function and not callable(getattr(module, function, None)):
@@ -257,6 +258,72 @@ def _new_sources(S):
         if type(file) is str and file.endswith(".py"):
             out.append([mod_name, file, file.endswith("__init__.py")])
     return out
+
+
+def _missing_name(exc):
+    """[module, name, module file] when ``exc`` says a module lacks a name (the
+    AttributeError of ``mod.Name``, the ImportError of ``from mod import Name``), else None."""
+    try:
+        if isinstance(exc, AttributeError):
+            module, name = exc.obj, exc.name
+            mod_name = _attr(module, "__name__") if isinstance(module, type(sys)) else None
+        elif isinstance(exc, ImportError):
+            mod_name, name = exc.name, getattr(exc, "name_from", None)
+            module = sys.modules.get(mod_name)
+        else:
+            return None
+        if type(mod_name) is str and type(name) is str:
+            file = _attr(module, "__file__")
+            return [mod_name, name, file if type(file) is str else None]
+    except BaseException:
+        pass
+    return None
+
+
+def _check_refs(refs, load):
+    """Which names first-party code takes from other modules are missing here.
+
+    ``refs`` is module, name, module, name... joined by NULs. In a sub-interpreter (``load`` false)
+    only modules the job loaded are asked, and only the missing names are reported; in a
+    main interpreter each module is imported first, and every name gets a state."""
+    S = _S  # noqa: F821 - set by _begin in this interpreter
+    fields = refs.split("\0") if refs else []
+    out = []
+    for i in range(0, len(fields) - 1, 2):
+        mod_name, name = fields[i], fields[i + 1]
+        module = _loaded(S, mod_name, load)
+        if module is None:
+            if load:
+                out.append([mod_name, name, "unloaded", None])
+            continue
+        state = _lookup(module, name)
+        if load or state != "present":
+            file = _attr(module, "__file__")
+            out.append([mod_name, name, state, file if type(file) is str else None])
+    S["refs"] = out
+
+
+def _loaded(S, mod_name, load):
+    """The module object, imported first if ``load``; None if it is not there."""
+    try:
+        module = sys.modules.get(mod_name)
+        if module is None and load:
+            S["import_one"](mod_name, ())
+            module = sys.modules.get(mod_name)
+        return module if isinstance(module, type(sys)) else None
+    except BaseException:
+        return None
+
+
+def _lookup(module, name):
+    """present | missing | the error an attribute lookup raised (a PEP 562 hook)."""
+    try:
+        getattr(module, name)
+        return "present"
+    except AttributeError:
+        return "missing"
+    except BaseException as exc:
+        return "%s: %s" % (type(exc).__name__, _text(exc))
 
 
 def _module_names():
@@ -341,5 +408,6 @@ def _finish(leftover):
             "failures": S["main_failures"],
             "lazy": S["lazy"],
             "pending": leftover,
+            "refs": S.get("refs", []),
         },
     )

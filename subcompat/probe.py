@@ -49,6 +49,7 @@ PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not fini
 MAX_TIMEOUT_S = 86400.0
 MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
+RULES = "names"  # what the probe checks; part of every cache key: bump it when that grows
 
 
 def timeout_problem(value: object) -> str | None:
@@ -85,8 +86,10 @@ class Interpreter:
 
     @property
     def key(self) -> str:
-        """Identity for cache keys: a rebuilt or upgraded interpreter is another key."""
-        raw = "|".join([self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build])
+        """Identity for cache keys: a rebuilt or upgraded interpreter is another key, and so
+        is a probe that checks more (verdicts found by fewer checks are not reused)."""
+        fields = [self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build]
+        raw = "|".join([*fields, RULES])
         return sha256(raw.encode()).hexdigest()[:24]
 
     def to_json(self) -> dict[str, Any]:
@@ -113,7 +116,7 @@ class Interpreter:
 class Trial:
     """One candidate in one fresh interpreter (or, for kind ``main``, a fresh process)."""
 
-    kind: str  # job | lazy | extension | classify | main
+    kind: str  # job | lazy | extension | classify | main | name
     candidate: str
     status: str  # ok | failed | crash | timeout | missing
     error: dict[str, Any] | None = None
@@ -269,9 +272,16 @@ class _Target:
             err["memory_limit"] = True
             err["msg"] += f" (the worker reached the memory limit: {peak >> 10} of {limit} MiB, --memory)"
 
-    def main(self, module: str, function: str | None, extra: list[str]) -> tuple[list[Trial], dict[str, Any]]:
+    def main(
+        self,
+        module: str,
+        function: str | None,
+        extra: list[str],
+        refs: Iterable[tuple[str, str]] = (),
+    ) -> tuple[list[Trial], dict[str, Any]]:
         """Import in the main interpreter of a fresh worker: broken everywhere? And the
-        whole tree, with who imported what, where the sub-interpreter stopped short."""
+        whole tree, with who imported what, where the sub-interpreter stopped short;
+        and whether the (module, name) pairs ``refs`` exist there."""
         names = [module, *extra]
         started = time.perf_counter()
         status, sig, detail, external = "ok", None, "", False
@@ -295,6 +305,7 @@ class _Target:
                 names=names,
                 function=function,
                 stem=stem,
+                refs=[list(pair) for pair in refs],
             )
         except ChildGone as gone:
             status, sig, detail = gone.status, gone.signal, gone.detail
@@ -345,6 +356,72 @@ class _Target:
             worker.discard()
         self.workers.clear()
         self.worker = None
+
+
+def _name_trials(
+    missing: dict[tuple[str, str], dict[str, Any]],
+    main_raw: dict[str, Any],
+    job: Trial,
+    main_job: Trial,
+    modules: dict[str, ModuleInfo],
+) -> list[Trial]:
+    """One ``name`` trial per name first-party code takes from another module that a
+    sub-interpreter lacked: ``failed`` when a main interpreter has it (a C-only name whose
+    accelerator was skipped), ``missing`` when it has not either (nothing to do with
+    sub-interpreters). A job that failed at import on such a name counts too, when the
+    line is first-party and the main interpreter got through it."""
+    in_main = {(r["module"], r["attr"]): r["state"] for r in main_raw.get("refs", ())}
+    out = []
+    for (module, attr), ref in missing.items():
+        state = in_main.get((module, attr))
+        if state is None or state == "unloaded":
+            continue  # not asked, or the module did not load there: nothing to compare
+        importer, file, line, how = ref["edge"]
+        out.append(
+            Trial(
+                "name",
+                f"{module}.{attr}",
+                "failed" if state == "present" else "missing",
+                {"type": "ImportError" if how == "from" else "AttributeError", "msg": _lacks(ref["state"])},
+                edge=Edge(importer, file, line, how),
+            )
+        )
+    at_import = _failed_on_a_name(job, main_job, modules)
+    if at_import is not None and all(t.candidate != at_import.candidate for t in out):
+        out.append(at_import)
+    return out
+
+
+def _own(info: ModuleInfo) -> bool:
+    """The user's code: first-party source no installed distribution owns."""
+    return info.origin == "first_party" and info.distribution is None
+
+
+def _lacks(state: str) -> str:
+    if state == "missing":
+        return "no such attribute in a sub-interpreter"
+    return f"looking it up in a sub-interpreter raised {state}"
+
+
+def _failed_on_a_name(job: Trial, main_job: Trial, modules: dict[str, ModuleInfo]) -> Trial | None:
+    """The job's own import stopped on ``mod.Name`` / ``from mod import Name`` at a
+    first-party line, for a module that is not first-party, and a main interpreter
+    got through the same import: a C-only name."""
+    error = job.error or {}
+    found = error.get("attr")
+    if job.status != "failed" or main_job.status != "ok" or not found:
+        return None
+    module, attr = found[0], found[1]
+    owner = modules.get(module)
+    where_file, _, where_line = str(error.get("where") or "").rpartition(":")
+    here = next((m for m in modules.values() if m.file == where_file and _own(m)), None)
+    if here is None or (owner is not None and _own(owner)) or not where_line.isdigit():
+        return None
+    how = "from" if error.get("type") == "ImportError" else "attribute"
+    failure = {"type": error.get("type", "AttributeError"), "msg": error.get("msg", ""), "at_import": True}
+    return Trial(
+        "name", f"{module}.{attr}", "failed", failure, edge=Edge(here.name, where_file, int(where_line), how)
+    )
 
 
 def _read_runs(stem: str, count: int) -> list[dict[str, Any]]:
@@ -546,8 +623,12 @@ class Prober:
         edges: dict[str, Edge] = {}
         loaded: set[str] = set()
         trials: list[Trial] = []
+        missing: dict[tuple[str, str], dict[str, Any]] = {}  # names a sub-interpreter lacked
 
         def absorb(raw: dict[str, Any], in_sub: bool = True) -> None:
+            if in_sub:
+                for ref in raw.get("refs", ()):
+                    missing.setdefault((ref["module"], ref["attr"]), ref)
             failed = {f["name"] for f in raw.get("failures", ())}
             failed.update(f["name"] for lz in raw.get("lazy", ()) for f in lz.get("failures", ()))
             for m in raw.get("modules", ()):
@@ -565,12 +646,14 @@ class Prober:
             absorb(job.raw)
             trials.extend(self._lazy_trials(job.raw))
             self._drain(run, module, job.raw.get("pending", []), [], trials, absorb)
-            if self._needs_main(trials):
+            if self._needs_main(trials) or missing:
                 # Something failed: is it broken in the main interpreter too, and which
-                # extensions of the tree did the sub-interpreter never reach?
-                main, main_raw = run.main(module, function, self._blame_candidates(module, trials))
+                # extensions of the tree did the sub-interpreter never reach? Are the
+                # names it lacked there in a main interpreter?
+                main, main_raw = run.main(module, function, self._blame_candidates(module, trials), missing)
                 trials.extend(main)
                 absorb(main_raw, in_sub=False)
+                trials.extend(_name_trials(missing, main_raw, job.trial, main[0], modules))
                 if job.trial.status != "ok" and main[0].status == "ok":
                     # the job never reached its deferred imports: scan the tree main saw
                     sources = [

@@ -37,6 +37,7 @@ TIMEOUT = "timeout"
 ERROR = "error"
 UNSUPPORTED = "unsupported"
 UNKNOWN = "unknown"
+SKIPPED = "skipped (package fell back): "  # a degraded extension's reason starts so
 
 #: Worst first: a target's verdict is the worst thing found in its tree.
 SEVERITY = {
@@ -74,8 +75,9 @@ class Culprit:
     kind: str | None = None  # single-phase | multi-phase-no-gil | pyo3 | ...
     toolchain: str | None = None
     chain: tuple[str, ...] = ()
-    import_file: str | None = None  # the first-party line that pulls it in
+    import_file: str | None = None  # the first-party line that pulls it in (or uses it)
     import_line: int | None = None
+    accelerator: str | None = None  # for a C-only name: the skipped extension behind it
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -364,6 +366,12 @@ def decide(result: ProbeResult) -> Verdict:
         add(culprit_from(name, file, t.error, t.status))
         worse(t.status, f"{name}: {t.error.get('msg') if t.error else t.status}")
 
+    # a job whose import stopped on a C-only name: the name is the culprit, the
+    # extensions its package skipped on the way are degraded (below)
+    on_a_name = any(
+        t.kind == "name" and t.status == "failed" and (t.error or {}).get("at_import") for t in result.trials
+    )
+
     # the job module itself
     if job is not None and job.status == "failed":
         if main is not None and main.status == "failed":
@@ -372,10 +380,10 @@ def decide(result: ProbeResult) -> Verdict:
         elif main is not None and main.status in (CRASH, TIMEOUT):
             pass  # counted above
         else:
-            for f in job.failures:
+            for f in () if on_a_name else job.failures:
                 add(culprit_from(f["name"], f.get("file"), f, INCOMPATIBLE))
             why = _short_error(job.error)
-            if not job.failures:  # failed without an extension failing: use the message
+            if not job.failures and not on_a_name:  # failed without an extension failing: use the message
                 name = _map_short_name(tree, job.error)
                 if name:
                     add(culprit_from(name, None, job.error, INCOMPATIBLE))
@@ -422,7 +430,7 @@ def decide(result: ProbeResult) -> Verdict:
 
     # extensions the hook saw fail while the import still succeeded
     for t in result.trials:
-        if t.kind not in ("job", "lazy") or t.status != "ok":
+        if t.kind not in ("job", "lazy") or (t.status != "ok" and not (t.kind == "job" and on_a_name)):
             continue
         for f in t.failures:
             name = f["name"]
@@ -444,8 +452,15 @@ def decide(result: ProbeResult) -> Verdict:
                 c = culprit_from(name, f.get("file"), f, DEGRADED)
                 if t.edge is not None:  # reached through a deferred import: point at it
                     c = dataclasses.replace(c, import_file=t.edge.file, import_line=t.edge.line)
-                degraded[name] = dataclasses.replace(c, reason="skipped (package fell back): " + c.reason)
+                degraded[name] = dataclasses.replace(c, reason=SKIPPED + c.reason)
                 worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
+
+    # names first-party code takes from a module, there in a main interpreter only
+    for t in result.trials:
+        if t.kind == "name" and t.status == "failed":
+            add(_name_culprit(t, result, degraded, exts))
+            where = f"{os.path.basename(t.edge.file or '?')}:{t.edge.line}" if t.edge else "?"
+            worse(INCOMPATIBLE, f"{t.candidate} does not exist in a sub-interpreter (used at {where})")
 
     # extensions of the tree loaded on their own
     for name, t in exts.items():
@@ -471,6 +486,61 @@ def decide(result: ProbeResult) -> Verdict:
         transient=result.transient or "",
         **base,
     )
+
+
+def _name_culprit(
+    t: Trial, result: ProbeResult, degraded: dict[str, Culprit], exts: dict[str, Trial]
+) -> Culprit:
+    """A C-only name (``yaml.CSafeLoader``): where first-party code uses it, and the
+    accelerator of the same package that a sub-interpreter skipped, if one is known."""
+    owner_name = t.candidate.rpartition(".")[0]
+    owner = _lookup(result.tree, owner_name, None)
+    accelerator = _accelerator(owner_name, result, degraded, exts)
+    use = (
+        f"from {owner_name} import {t.candidate.rpartition('.')[2]}"
+        if t.edge and t.edge.how == "from"
+        else t.candidate
+    )
+    error = (t.error or {}).get("type", "AttributeError")
+    fails = f"`{use}` raises {error} there (it works in a main interpreter)"
+    if accelerator is None:
+        reason = f"missing in a sub-interpreter, present in a main interpreter: {fails}"
+    else:
+        why = "it does not load there"
+        if accelerator in degraded:
+            why = degraded[accelerator].reason.removeprefix(SKIPPED)
+        reason = (
+            f"C-only name: defined only when the accelerator {accelerator} loads, "
+            f"and a sub-interpreter skips it ({why}); {fails}"
+        )
+    return Culprit(
+        module=t.candidate,
+        file=owner.file if owner else None,
+        distribution=owner.distribution if owner else None,
+        version=owner.version if owner else None,
+        reason=reason,
+        status=INCOMPATIBLE,
+        kind="c-only-name",
+        chain=tuple(result.tree.chain(owner_name)) if owner else (),
+        import_file=t.edge.file if t.edge else None,
+        import_line=t.edge.line if t.edge else None,
+        accelerator=accelerator,
+    )
+
+
+def _accelerator(
+    module: str, result: ProbeResult, degraded: dict[str, Culprit], exts: dict[str, Trial]
+) -> str | None:
+    """An extension of ``module``'s top-level package that a sub-interpreter skipped or
+    failed to load: the reason its C-only names are missing there."""
+    top = module.partition(".")[0]
+
+    def ours(name: str) -> bool:
+        return name == top or name.startswith(top + ".")
+
+    failed = [f["name"] for t in result.trials for f in t.failures]
+    failed += [name for name, t in exts.items() if t.status != "ok"]
+    return next((n for n in [*sorted(degraded), *failed] if ours(n)), None)
 
 
 def _everywhere(t: Trial, name: str) -> str:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from subcompat.discover import Edge, Locator, ModuleInfo, ModuleTree, scan_lazy_imports
+from subcompat.discover import (
+    Edge,
+    Locator,
+    ModuleInfo,
+    ModuleTree,
+    SourceScan,
+    scan_lazy_imports,
+    scan_source,
+)
 
 
 def scan(tmp_path: Path, source: str, module: str = "app.jobs", is_package: bool = False, **kw):
@@ -137,3 +145,87 @@ def test_locator_sorts_origins(tmp_path):
     assert loc.origin(str(Path(sysconfig.get_paths()["purelib"]) / "x" / "y.py")) == "third_party"
     assert loc.origin(str(tmp_path / "mine.py")) == "first_party"
     assert loc.origin(None) == "builtin"
+
+
+def refs(tmp_path: Path, source: str, module: str = "app.jobs", is_package: bool = False):
+    f = tmp_path / "m.py"
+    f.write_text(textwrap.dedent(source))
+    found = scan_source(module, str(f), is_package=is_package).refs
+    return [(r.module, r.attr, r.edge.how, r.edge.line) for r in found]
+
+
+def test_names_taken_from_imported_modules(tmp_path):
+    found = refs(
+        tmp_path,
+        """
+        import yaml
+        import os.path
+        import a.b as m
+        from yaml import CDumper
+        from . import sibling
+
+        def job(doc):
+            from yaml import CEmitter
+            yaml.load(doc, Loader=yaml.CSafeLoader)
+            yaml.load(doc)
+            os.path.join("x")
+            return m.thing.other, os.getcwd().upper
+    """,
+    )
+    assert found == [
+        ("yaml", "CDumper", "from", 5),
+        ("app", "sibling", "from", 6),
+        ("yaml", "CEmitter", "from", 9),
+        ("yaml", "load", "attribute", 10),
+        ("yaml", "CSafeLoader", "attribute", 10),
+        ("os.path", "join", "attribute", 12),
+        ("a.b", "thing", "attribute", 13),
+        ("os", "getcwd", "attribute", 13),
+    ]
+
+
+def test_feature_checked_names_are_left_out(tmp_path):
+    """What a feature check, a ``try`` or a type hint guards never fails a job."""
+    found = refs(
+        tmp_path,
+        """
+        import yaml
+        from typing import TYPE_CHECKING
+        try:
+            from yaml import CLoader
+        except ImportError:
+            CLoader = None
+        try:
+            yaml.CParser
+        except (ValueError, AttributeError):
+            pass
+        HAS_C = hasattr(yaml, "CDumper")
+        if TYPE_CHECKING:
+            yaml.Hidden
+
+        def job(doc: yaml.Hint) -> yaml.Result:
+            x: yaml.Annotated = 1
+            if HAS_C:
+                yaml.CDumper
+            if yaml.__with_libyaml__:
+                yaml.CEmitter
+            a = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else None
+            b = hasattr(yaml, "CBaseLoader") and yaml.CBaseLoader
+            yaml.Written = 1
+            return yaml.Plain
+    """,
+    )
+    assert found == [
+        ("typing", "TYPE_CHECKING", "from", 3),
+        ("yaml", "__with_libyaml__", "attribute", 20),
+        ("yaml", "Plain", "attribute", 25),
+    ]
+
+
+def test_one_scan_gives_both_halves(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import json\ndef job():\n    import yaml\n    return yaml.CLoader, json.loads\n")
+    found = scan_source("app.jobs", str(f), is_package=False)
+    assert [lz.module for lz in found.lazy] == ["yaml"]
+    assert [(r.module, r.attr) for r in found.refs] == [("yaml", "CLoader"), ("json", "loads")]
+    assert scan_source("app.jobs", str(tmp_path / "gone.py"), is_package=False) == SourceScan()

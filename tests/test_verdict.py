@@ -156,3 +156,52 @@ def test_toolchain_of_a_file_that_is_not_elf_reads_it_whole(tmp_path):
     blob.write_bytes(b"MZ" + b"\0" * 5000 + b"__pyx_module_is_main")
     assert toolchain_of(str(blob)) == "Cython"
     assert toolchain_of(str(tmp_path / "missing.so")) is None
+
+
+LIB = ModuleInfo("lib", "/s/lib/__init__.py", "third_party", False, "lib", "1.2", None)
+
+
+def name_trial(status, how="attribute", **error):
+    return Trial(
+        "name",
+        "lib.CFast",
+        status,
+        {"type": "AttributeError", "msg": "no such attribute in a sub-interpreter", **error},
+        edge=Edge("app.job", "/a/app/job.py", 7, how),
+    )
+
+
+def test_c_only_name_is_incompatible_and_names_its_accelerator():
+    trials = [
+        Trial("job", "app.job", "ok", failures=(fail("lib._core", EXT.file),)),
+        Trial("main", "app.job", "ok"),
+        name_trial("failed"),
+    ]
+    v = decide(result(trials, [JOB, LIB, EXT], EDGES))
+    assert v.verdict == "incompatible"
+    (c,) = v.culprits
+    assert (c.module, c.kind, c.accelerator) == ("lib.CFast", "c-only-name", "lib._core")
+    assert (c.distribution, c.version, c.import_file, c.import_line) == ("lib", "1.2", "/a/app/job.py", 7)
+    assert "`lib.CFast` raises AttributeError" in c.reason
+    assert [d.module for d in v.degraded] == ["lib._core"]
+    assert route_for(v).route == "fallback"
+
+
+def test_c_only_name_the_job_import_stopped_on_leaves_its_extension_degraded():
+    error = {"type": "ImportError", "msg": "cannot import name 'CFast' from 'lib'"}
+    trials = [
+        Trial("job", "app.job", "failed", error, failures=(fail("lib._core", EXT.file),)),
+        Trial("main", "app.job", "ok"),
+        name_trial("failed", how="from", type="ImportError", at_import=True),
+    ]
+    v = decide(result(trials, [JOB, LIB, EXT], EDGES))
+    assert v.verdict == "incompatible"
+    assert [c.module for c in v.culprits] == ["lib.CFast"]
+    assert "`from lib import CFast` raises ImportError" in v.culprits[0].reason
+    assert [d.module for d in v.degraded] == ["lib._core"]
+
+
+def test_a_name_missing_everywhere_changes_nothing():
+    trials = [Trial("job", "app.job", "ok"), Trial("main", "app.job", "ok"), name_trial("missing")]
+    v = decide(result(trials, [JOB, LIB]))
+    assert v.verdict == "compatible" and v.culprits == ()

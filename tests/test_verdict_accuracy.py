@@ -1,0 +1,111 @@
+"""Verdicts that rest on more than "did the import succeed": names that exist only with an
+accelerator, extensions that misbehave with two live interpreters, accelerators a package
+never tries in a sub-interpreter."""
+
+from __future__ import annotations
+
+import pytest
+
+from subcompat.verdict import DEGRADED, INCOMPATIBLE
+
+pytestmark = pytest.mark.needs_subinterpreters
+
+
+def only_culprit(v):
+    assert len(v.culprits) == 1, v.culprits
+    return v.culprits[0]
+
+
+# -- C-only names (sc_softpkg defines CFast only when its accelerator loads) ---------------
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "use"),
+    [
+        ("import sc_softpkg\n\nFAST = sc_softpkg.CFast\n", 3, "sc_softpkg.CFast"),
+        ("from sc_softpkg import CFast\n", 1, "from sc_softpkg import CFast"),
+        ("import sc_softpkg\n\n\ndef job():\n    return sc_softpkg.CFast.answer()\n", 5, "sc_softpkg.CFast"),
+        (
+            "def job():\n    from sc_softpkg import CFast\n    return CFast\n",
+            2,
+            "from sc_softpkg import CFast",
+        ),
+        ("import sc_softpkg as sp\n\n\ndef job():\n    return sp.CFast\n", 5, "sc_softpkg.CFast"),
+    ],
+    ids=["module-attribute", "module-from-import", "body-attribute", "body-from-import", "alias"],
+)
+def test_c_only_name_is_incompatible_naming_the_name_and_the_accelerator(probe_app, source, line, use):
+    probe_app.write({"jobs.fast": source})
+    v = probe_app.check("jobs.fast")["jobs.fast"]
+    assert v.verdict == INCOMPATIBLE, v.reason
+    c = only_culprit(v)
+    assert c.module == "sc_softpkg.CFast"
+    assert c.kind == "c-only-name"
+    assert c.accelerator == "sc_softpkg._speedups"
+    assert c.import_file and c.import_file.endswith("jobs/fast.py") and c.import_line == line
+    assert (c.distribution, c.version) == ("sc-softpkg", "1.0")
+    assert f"`{use}`" in c.reason and "single-phase init" in c.reason
+    assert [d.module for d in v.degraded] == ["sc_softpkg._speedups"]
+
+
+def test_importing_the_package_without_its_c_only_names_stays_degraded(probe_app):
+    probe_app.write({"jobs.plain": "import sc_softpkg\n\n\ndef job(x):\n    return sc_softpkg.dumps(x)\n"})
+    v = probe_app.check("jobs.plain")["jobs.plain"]
+    assert v.verdict == DEGRADED, v.reason
+    assert v.culprits == ()
+    assert [d.module for d in v.degraded] == ["sc_softpkg._speedups"]
+
+
+def test_feature_checked_c_only_names_stay_degraded(probe_app):
+    """A name used under ``try``/``except ImportError``, ``hasattr`` or a flag derived from
+    it works in a sub-interpreter: the package's fallback runs."""
+    probe_app.write(
+        {
+            "jobs.careful": """
+        import sc_softpkg
+
+        try:
+            from sc_softpkg import CFast as Impl
+        except ImportError:
+            Impl = None
+        HAS_C = hasattr(sc_softpkg, "CFast")
+
+
+        def job():
+            if sc_softpkg.HAS_SPEEDUPS:
+                return sc_softpkg.CFast.answer()
+            if HAS_C:
+                return sc_softpkg.CFast
+            return sc_softpkg.CFast if hasattr(sc_softpkg, "CFast") else None
+    """
+        }
+    )
+    v = probe_app.check("jobs.careful")["jobs.careful"]
+    assert v.verdict == DEGRADED, v.reason
+    assert v.culprits == ()
+
+
+def test_a_name_missing_in_every_interpreter_is_not_a_sub_interpreter_problem(probe_app):
+    probe_app.write({"jobs.typo": "import sc_softpkg\n\n\ndef job():\n    return sc_softpkg.no_such_name\n"})
+    v = probe_app.check("jobs.typo")["jobs.typo"]
+    assert v.verdict == DEGRADED, v.reason
+    assert v.culprits == ()
+
+
+def test_pyyaml_c_loader_by_name(probe_app):
+    """The case from the field: PyYAML skips its libyaml binding in a sub-interpreter,
+    so ``yaml.CSafeLoader`` is gone there."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed in this test env")
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("this PyYAML was built without libyaml: CSafeLoader is missing everywhere")
+    probe_app.write(
+        {
+            "jobs.conf": "import yaml\n\n\ndef job(d):\n    return yaml.load(d, Loader=yaml.CSafeLoader)\n",
+            "jobs.plainyaml": "import yaml\n\n\ndef job(doc):\n    return yaml.safe_load(doc)\n",
+        }
+    )
+    found = probe_app.check("jobs.conf", "jobs.plainyaml")
+    c = only_culprit(found["jobs.conf"])
+    assert found["jobs.conf"].verdict == INCOMPATIBLE
+    assert (c.module, c.accelerator, c.import_line) == ("yaml.CSafeLoader", "yaml._yaml", 5)
+    assert found["jobs.plainyaml"].verdict == DEGRADED
