@@ -102,8 +102,10 @@ test: $(TOOLS)/.done
 bench: $(DEMO)/.done
 	$(DEMO)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md
 
-matrix: $(DEMO)/.done
-	$(DEMO)/bin/python benchmarks/compat_matrix.py -o compat_matrix.md
+# resumable (results kept under benchmarks/.work/matrix); MATRIX_ARGS="--refresh", "--only numpy lxml"...
+matrix: $(TOOLS)/.done
+	$(TOOLS)/bin/python benchmarks/compat_matrix.py -o compat_matrix.md \
+	  $(foreach v,313 314 315,$(if $(PY_py$(v)),--python $(PY_py$(v)))) $(MATRIX_ARGS)
 
 clean:
 	rm -rf $(TOOLS) $(DEMO) .tox build *.egg-info
