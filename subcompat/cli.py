@@ -126,30 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> float:
-    from subcompat.probe import timeout_problem
+def _limit(text: str, parse: type, rule: str, unit: str) -> float:
+    """``text`` as a number that the probe's own rule accepts (one rule for CLI and config)."""
+    from subcompat import probe
 
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    problem = timeout_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(problem.replace(repr(value), repr(text)))
-    return value
-
-
-def _memory(text: str) -> int:
-    from subcompat.probe import memory_problem
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r}") from None
-    problem = memory_problem(value)
+        raise argparse.ArgumentTypeError(f"not a {unit}: {text!r}") from None
+    problem = getattr(probe, rule)(value)
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return value
+
+
+def _positive(text: str) -> float:
+    return _limit(text, float, "timeout_problem", "number")
+
+
+def _memory(text: str) -> int:
+    return int(_limit(text, int, "memory_problem", "whole number of MiB"))
 
 
 class _Terminated(BaseException):

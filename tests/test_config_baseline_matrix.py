@@ -66,15 +66,19 @@ def test_invalid_config_names_the_key(tmp_path, body, key):
     assert err.value.key == key
 
 
-def test_invalid_config_is_one_line_exit_2(tmp_path):
-    write_pyproject(tmp_path, "[tool.subcompat]\ntimeout = -1\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "subcompat", "check", "json"],
+def _check_json(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "subcompat", "check", "json", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         env={**os.environ, "SUBCOMPAT_CACHE_DIR": str(tmp_path)},
     )
+
+
+def test_invalid_config_is_one_line_exit_2(tmp_path):
+    write_pyproject(tmp_path, "[tool.subcompat]\ntimeout = -1\n")
+    proc = _check_json(tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "subcompat: error: tool.subcompat.timeout: must be a positive number of seconds up to 86400, not -1"
@@ -84,13 +88,7 @@ def test_invalid_config_is_one_line_exit_2(tmp_path):
 @pytest.mark.parametrize("body", ["timeout = nan", "timeout = inf", "timeout = 1e308", "memory = 12"])
 def test_unusable_limits_in_config_are_one_line_exit_2(tmp_path, body):
     write_pyproject(tmp_path, f"[tool.subcompat]\n{body}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "subcompat", "check", "json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SUBCOMPAT_CACHE_DIR": str(tmp_path)},
-    )
+    proc = _check_json(tmp_path)
     key = body.split()[0]
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"subcompat: error: tool.subcompat.{key}: must be ")
@@ -101,13 +99,7 @@ def test_unusable_limits_in_config_are_one_line_exit_2(tmp_path, body):
     "args", [["--timeout", "nan"], ["--timeout", "inf"], ["--timeout", "1e308"], ["--memory", "-5"]]
 )
 def test_unusable_limits_on_the_command_line_are_one_line_exit_2(tmp_path, args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "subcompat", "check", "json", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SUBCOMPAT_CACHE_DIR": str(tmp_path)},
-    )
+    proc = _check_json(tmp_path, *args)
     assert proc.returncode == 2
     assert proc.stderr.startswith("subcompat: error: argument ")
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
