@@ -177,6 +177,7 @@ class Child:
         self.sys_path = [os.getcwd() if p == "" else p for p in sys.path]
         self.counter = 0
         self._discover = self._locator = self._trial_source = None
+        self._pair = None  # the two interpreters of a pair worker
 
     def warm(self):
         """Load in the zygote what every worker needs, so each fork starts with it."""
@@ -225,6 +226,34 @@ class Child:
         for i, raw in enumerate(self._main_imports(req)):
             _dump_file(stem + "-%d.json" % i, raw)
         return {}
+
+    def op_pair(self, req):
+        """Import ``names`` (extensions one fresh interpreter loaded) in two live isolated
+        interpreters, one after the other, each from its own thread, then read their module
+        attributes in both at once: what a pool sees and one interpreter cannot (state the
+        process shares between interpreters). The two interpreters live as long as this
+        worker and serve its later requests; they are never destroyed (an object they
+        share would be freed by both): the worker is killed when the probe is done."""
+        if self.backend.unsupported:
+            raise RuntimeError(self.backend.unsupported)
+        if self._pair is None:
+            self._pair = [self.backend.open(), self.backend.open()]
+            for session in self._pair:
+                session.exec(*self.trial_source)
+        self.counter += 1
+        names = req["names"]
+        stem = "%s/pair-%d-%d-" % (req["workdir"], os.getpid(), self.counter)
+        for i, session in enumerate(self._pair):
+            session.bind("_sc_names", "\0".join(names))
+            session.bind("_sc_path", "\0".join(req.get("sys_path") or self.sys_path))
+            session.bind("_sc_crumbs", req["breadcrumb"])
+            session.bind("_sc_imported", stem + "%d-imported" % i)
+            session.bind("_sc_touched", stem + "%d-touched" % i)
+        for session in self._pair:  # the second imports while the first is alive
+            _threads([session], "_pair_import(_sc_names, _sc_path, _sc_crumbs, _sc_imported)\n")
+        _threads(self._pair, "_pair_touch(_sc_names, _sc_crumbs, _sc_touched)\n")
+        reads = [[self._read(stem + "%d-%s" % (i, step)) for step in ("imported", "touched")] for i in (0, 1)]
+        return {"results": _compare_pair(names, *reads)}
 
     def op_describe(self, req):
         return {"result": self._post(req["result"])}
@@ -412,6 +441,48 @@ class Child:
                         break
             return dist.metadata["Name"] or dist_name, dist.version, stamp
         return None, None, None
+
+
+def _threads(sessions, code):
+    """Run ``code`` in each session, each from a thread of its own, all released at once."""
+    import threading
+
+    barrier = threading.Barrier(len(sessions))
+
+    def run(session):
+        barrier.wait()
+        session.exec(code)
+
+    threads = [threading.Thread(target=run, args=(s,), daemon=True) for s in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _compare_pair(names, first, second):
+    """What the second live interpreter saw differently: per name, ok | raised | shared
+    (with the attributes that are one object in both) | unchecked (the first interpreter
+    could not import it either: nothing to compare)."""
+    (imported_a, touched_a), (imported_b, touched_b) = first, second
+    import_a, import_b = dict(imported_a or ()), dict(imported_b or ())
+    touch_a = {n: (e, dict(v)) for n, e, v in touched_a or ()}
+    touch_b = {n: (e, dict(v)) for n, e, v in touched_b or ()}
+    out = {}
+    for name in names:
+        if name not in import_a or import_a[name] is not None:
+            out[name] = {"state": "unchecked", "detail": import_a.get(name) or "not imported"}
+        elif import_b.get(name, "not imported") is not None:
+            out[name] = {"state": "raised", "detail": "importing it: %s" % import_b.get(name, "not imported")}
+        elif name not in touch_a or name not in touch_b:
+            out[name] = {"state": "unchecked", "detail": "its attributes were not read"}
+        elif touch_b[name][0] is not None and touch_a[name][0] is None:
+            out[name] = {"state": "raised", "detail": "reading its attributes: %s" % touch_b[name][0]}
+        else:
+            ids_a, ids_b = touch_a[name][1], touch_b[name][1]
+            same = sorted(a for a, i in ids_a.items() if ids_b.get(a) == i)
+            out[name] = {"state": "shared", "attrs": same} if same else {"state": "ok"}
+    return out
 
 
 def _ref(module, name, state, file, edge=None):

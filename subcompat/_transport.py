@@ -34,7 +34,7 @@ _BOOT = (
 )
 
 #: Counts of what this process did, for tests and benchmarks ("a warm run spawns no child").
-STATS = {"children_started": 0, "workers_forked": 0, "trials": 0}
+STATS = {"children_started": 0, "workers_forked": 0, "trials": 0, "pairs": 0}
 
 
 class ProbeError(Exception):

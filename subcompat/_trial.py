@@ -55,12 +55,24 @@ def _literal(obj):
 
 
 def _write(P, data):
-    os = P["os"]
+    _emit(P["os"], P["result"], data)
+
+
+def _emit(os, path, data):
     text = _literal(data).encode("utf-8", "replace")
-    fd = os.open(P["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         while text:
             text = text[os.write(fd, text) :]
+    finally:
+        os.close(fd)
+
+
+def _note(os, path, text):
+    """One breadcrumb line (the parent names what was under way if the process dies)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (text + "\n").encode("utf-8", "replace"))
     finally:
         os.close(fd)
 
@@ -77,11 +89,7 @@ def _begin(P):
     crumb_path = P["breadcrumb"]
 
     def crumb(text):
-        fd = os.open(crumb_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (text + "\n").encode("utf-8", "replace"))
-        finally:
-            os.close(fd)
+        _note(os, crumb_path, text)
 
     loader_cls = machinery.ExtensionFileLoader
     orig_create = loader_cls.create_module
@@ -411,3 +419,56 @@ def _finish(leftover):
             "refs": S.get("refs", []),
         },
     )
+
+
+# -- two live interpreters at once (the probe child's ``pair`` op) ---------------------------
+# The child runs these in two isolated interpreters, each from its own thread; names and
+# paths arrive as shared strings bound in ``__main__`` (NUL-separated lists).
+
+
+def _pair_import(names, sys_path, crumbs, out):
+    """Import each extension module by name; [name, error or None] for each."""
+    import importlib
+    import os
+
+    sys.path[:] = sys_path.split("\0")
+    report = []
+    for name in names.split("\0"):
+        _note(os, crumbs, "+" + name + "\t")
+        try:
+            importlib.import_module(name)
+            report.append([name, None])
+        except BaseException as exc:
+            report.append([name, "%s: %s" % (type(exc).__name__, _text(exc))])
+        _note(os, crumbs, "-" + name)
+    _emit(os, out, report)
+
+
+def _pair_touch(names, crumbs, out):
+    """Read every module attribute of each extension (the other interpreter does the same
+    at the same time): [name, error or None, [[attribute, id], ...]] for the values that
+    are not immortal, so an id seen in both interpreters is one object shared by both."""
+    import os
+
+    immortal = getattr(sys, "_is_immortal", None) or _huge_refcount
+    report = []
+    for name in names.split("\0"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        _note(os, crumbs, "+" + name + "\t")
+        values, error = [], None
+        try:
+            for attr, value in list(vars(module).items()):
+                if type(attr) is str and not immortal(value):
+                    values.append([attr, id(value)])
+        except BaseException as exc:
+            error = "%s: %s" % (type(exc).__name__, _text(exc))
+        _note(os, crumbs, "-" + name)
+        report.append([name, error, values])
+    _emit(os, out, report)
+
+
+def _huge_refcount(value):
+    """3.13 has no ``sys._is_immortal``: an immortal object's refcount is near 2**32."""
+    return sys.getrefcount(value) >= 1 << 30

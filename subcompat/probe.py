@@ -49,7 +49,10 @@ PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not fini
 MAX_TIMEOUT_S = 86400.0
 MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
-RULES = "names"  # what the probe checks; part of every cache key: bump it when that grows
+RULES = "names+pairs"  # what the probe checks; part of every cache key: bump it when that grows
+PAIR_MARK = "two live interpreters"  # in every finding of the pair check (and so in the cache)
+MIN_PAIR_S = 1.0  # budget a pair check needs at least
+MAX_PAIRS = 4  # pair workers per target (a crash blames one extension; the rest go again)
 
 
 def timeout_problem(value: object) -> str | None:
@@ -116,7 +119,7 @@ class Interpreter:
 class Trial:
     """One candidate in one fresh interpreter (or, for kind ``main``, a fresh process)."""
 
-    kind: str  # job | lazy | extension | classify | main | name
+    kind: str  # job | lazy | extension | classify | main | name | pair
     candidate: str
     status: str  # ok | failed | crash | timeout | missing
     error: dict[str, Any] | None = None
@@ -351,6 +354,29 @@ class _Target:
             )
         return out, (runs[0] if runs else {})
 
+    def pair(self, names: list[str], fresh: bool) -> tuple[dict[str, Any], Trial | None]:
+        """``names`` in two live interpreters at once (``_child.op_pair``): what each looked
+        like, or the trial of the one the worker died or hung on. ``fresh``: in a worker
+        forked for it; else in this thread's standing pair worker, whose two interpreters
+        already hold what earlier targets checked (no interpreter to create)."""
+        STATS["pairs"] += 1
+        started = time.perf_counter()
+        worker = self._fork() if fresh else self.prober._pair_worker(self.zygote)
+        try:
+            return self._request(worker, "pair", self.deadline, names=names).get("results", {}), None
+        except ChildGone as gone:
+            crumb = worker.breadcrumb() or {}
+            blamed = crumb.get("name") if crumb.get("name") in names else names[0]
+            err = {"type": gone.status, "msg": gone.detail, "stderr": worker.stderr_tail()}
+            if not gone.ours and gone.signal == signal.SIGKILL:
+                err["external"] = True
+            self._at_memory_limit(worker, err)
+            elapsed = time.perf_counter() - started
+            return {}, Trial("pair", blamed, gone.status, err, signal=gone.signal, elapsed_s=elapsed)
+        finally:
+            if fresh:
+                worker.close()
+
     def finish(self) -> None:
         for worker in self.workers:
             worker.discard()
@@ -480,6 +506,7 @@ class Prober:
         self._idle: list[Zygote] = []
         self._lock = threading.Lock()
         self._ext_memo: dict[str, Trial] = {}
+        self._pair_memo: dict[str, Trial] = {}
         self._interp: Interpreter | None = None
 
     @property
@@ -523,6 +550,14 @@ class Prober:
             zygotes = list(self._zygotes)
         for zygote in zygotes:
             zygote.kill()
+
+    def _pair_worker(self, zygote: Zygote) -> Worker:
+        """This thread's standing pair worker (forked from its zygote on first need, or
+        again after it was lost); killed with the zygote when the probe closes."""
+        worker = getattr(self._local, "pair", None)
+        if worker is None or worker.exit is not None or worker.zygote is not zygote:
+            worker = self._local.pair = zygote.fork(self.memory_bytes)
+        return worker
 
     def _zygote(self, lean: bool = False) -> Zygote:
         if lean:  # main-pass workers: one lean zygote per thread, started on first need
@@ -663,6 +698,7 @@ class Prober:
                     ]
                     self._drain(run, module, [], sources, trials, absorb)
             trials.extend(self._extension_trials(run, modules, loaded, trials, interp))
+            trials.extend(self._pair_trials(run, modules, loaded, trials))
         finally:
             run.finish()
         tree = ModuleTree(module, tuple(sorted(modules.values(), key=lambda m: m.name)), edges)
@@ -829,6 +865,131 @@ class Prober:
                     self._ext_memo[info.file or name] = trial
             out.append(trial)
         return out
+
+    def _pair_trials(
+        self, run: _Target, modules: dict[str, ModuleInfo], loaded: set[str], trials: list[Trial]
+    ) -> list[Trial]:
+        """Every extension that loads in a fresh sub-interpreter, checked in two live ones
+        at once, as a pool runs them: one ``pair`` trial each (``ok``, or what differed).
+
+        Memoised per file for this run, recalled from the extension cache across runs.
+        New ones go to the thread's standing pair worker; whatever differs there (or kills
+        it: blamed on the extension under way, the rest tried again) is checked once more
+        alone, in a fresh pair, before it counts: the standing worker's history is not the
+        extension's."""
+        out, todo = self._pair_todo(modules, loaded, trials)
+        job_s = next((t.elapsed_s for t in trials if t.kind == "job"), 0.0)
+        suspects: dict[str, ModuleInfo] = {}
+        for _ in range(MAX_PAIRS):
+            if not todo or not self._pair_budget(run, job_s, todo, out):
+                break
+            found, lost = run.pair(list(todo), fresh=False)
+            for name, seen in found.items():
+                info = todo.pop(name, None)
+                if info is None:
+                    continue
+                if seen.get("state") in ("ok", "unchecked"):
+                    out.append(self._pair_seen(name, info, seen))
+                else:
+                    suspects[name] = info
+            if lost is None:
+                break  # what was not answered is not checked
+            suspects[lost.candidate] = todo.pop(lost.candidate)
+        for name, info in suspects.items():
+            if not self._pair_budget(run, job_s, {name: info}, out):
+                continue
+            found, lost = run.pair([name], fresh=True)
+            if lost is not None:
+                out.append(self._pair_lost(lost, info, job_s))
+            elif name in found:
+                out.append(self._pair_seen(name, info, found[name]))
+        return out
+
+    def _pair_todo(
+        self, modules: dict[str, ModuleInfo], loaded: set[str], trials: list[Trial]
+    ) -> tuple[list[Trial], dict[str, ModuleInfo]]:
+        """(what is known already, what is left to check): the extensions that loaded in
+        a sub-interpreter, with the job or on their own."""
+        alone = {t.candidate for t in trials if t.kind == "extension" and t.status == "ok"}
+        known: list[Trial] = []
+        todo: dict[str, ModuleInfo] = {}
+        for name in sorted(loaded | alone):
+            info = modules.get(name)
+            if info is None or not info.file:
+                continue
+            memo = self._pair_known(info)
+            if memo is not None:
+                known.append(dataclasses.replace(memo, candidate=name))
+            else:
+                todo[name] = info
+        return known, todo
+
+    @staticmethod
+    def _pair_budget(run: _Target, job_s: float, names: dict[str, ModuleInfo], out: list[Trial]) -> bool:
+        """Enough budget left for a pair check? If not, each name is a budget trial."""
+        if run.deadline - time.monotonic() >= max(MIN_PAIR_S, 2 * job_s):
+            return True
+        why = f"timeout: probe budget of {run.budget:g}s used up before the {PAIR_MARK} check"
+        out.extend(Trial("pair", n, "timeout", {"type": "budget", "msg": why}) for n in names)
+        return False
+
+    def _pair_seen(self, name: str, info: ModuleInfo, seen: dict[str, Any]) -> Trial:
+        """The trial for what a pair saw of ``name`` (``missing``: it could not be
+        imported by name there, so nothing was compared), memoised for this run."""
+        state = seen.get("state")
+        if state == "ok":
+            trial = Trial("pair", name, "ok", file=info.file)
+        elif state == "unchecked":
+            trial = Trial(
+                "pair", name, "missing", {"type": state, "msg": str(seen.get("detail"))}, file=info.file
+            )
+        else:
+            if state == "shared":
+                attrs = ", ".join(seen.get("attrs") or ())
+                msg = (
+                    f"shares process-wide state between {PAIR_MARK}: "
+                    f"module attribute {attrs} is one object in both"
+                )
+            else:
+                msg = f"fails in the second of {PAIR_MARK} ({seen.get('detail')}), though one alone loads it"
+            trial = Trial("pair", name, "failed", {"type": state, "msg": msg}, file=info.file)
+        with self._lock:
+            self._pair_memo[info.file or name] = trial
+        return trial
+
+    def _pair_lost(self, lost: Trial, info: ModuleInfo, job_s: float) -> Trial:
+        """A pair that died or hung. A hang in little more time than one interpreter took
+        to import the job proves nothing: the budget ran out."""
+        err = dict(lost.error or {})
+        what = "hung" if lost.status == "timeout" else "crashed the process"
+        if lost.status == "timeout" and lost.elapsed_s < max(MIN_PAIR_S, 3 * job_s):
+            err.update(type="budget", msg=f"timeout: probe budget used up during the {PAIR_MARK} check")
+        else:
+            err["msg"] = f"{what} when {PAIR_MARK} used it at once ({err.get('msg', '')})"
+        trial = dataclasses.replace(lost, error=err, file=info.file)
+        if lost.status == "crash" and not err.get("external"):
+            with self._lock:
+                self._pair_memo[info.file or lost.candidate] = trial
+        return trial
+
+    def _pair_known(self, info: ModuleInfo) -> Trial | None:
+        """This file's two-interpreter result: from this run, or from the extension cache
+        (compatible there means it passed; this check's own failures say so)."""
+        assert info.file
+        with self._lock:
+            memo = self._pair_memo.get(info.file)
+        if memo is not None:
+            return dataclasses.replace(memo, cached=True)
+        if self.recall is None:
+            return None
+        cached = self.recall(info)
+        if cached is None:
+            return None
+        if cached.status == "ok":
+            return Trial("pair", info.name, "ok", file=info.file, cached=True)
+        if PAIR_MARK in (cached.error or {}).get("msg", ""):
+            return dataclasses.replace(cached, kind="pair", status="failed")
+        return None
 
     def _remember(self, info: ModuleInfo) -> Trial | None:
         assert info.file

@@ -356,6 +356,8 @@ def decide(result: ProbeResult) -> Verdict:
         if kind == PROBE_FAILURE:
             errors.append(_msg(t.error))
             continue
+        if t.kind == "pair":  # one interpreter got through: below
+            continue
         crumb = t.culprit or {}
         name = crumb.get("name") or crumb.get("candidate") or t.candidate
         file = crumb.get("file") or t.file
@@ -462,6 +464,12 @@ def decide(result: ProbeResult) -> Verdict:
             where = f"{os.path.basename(t.edge.file or '?')}:{t.edge.line}" if t.edge else "?"
             worse(INCOMPATIBLE, f"{t.candidate} does not exist in a sub-interpreter (used at {where})")
 
+    # extensions that misbehave once two live interpreters use them, as a pool does
+    for t in result.trials:
+        if t.kind == "pair" and t.status not in ("ok", "missing") and (t.error or {}).get("type") != "budget":
+            add(_pair_culprit(t, tree))
+            worse(INCOMPATIBLE, f"{t.candidate} {_msg(t.error)}")
+
     # extensions of the tree loaded on their own
     for name, t in exts.items():
         if t.status == "failed" and name not in degraded and worst not in (COMPATIBLE, DEGRADED):
@@ -485,6 +493,26 @@ def decide(result: ProbeResult) -> Verdict:
         extensions=ext_verdicts,
         transient=result.transient or "",
         **base,
+    )
+
+
+def _pair_culprit(t: Trial, tree: ModuleTree) -> Culprit:
+    """An extension that loads in one fresh interpreter and not safely in two at once."""
+    info = _lookup(tree, t.candidate, t.file)
+    edge = _first_party_edge(tree, t.candidate)
+    shared = (t.error or {}).get("type") == "shared"
+    return Culprit(
+        module=t.candidate,
+        file=t.file or (info.file if info else None),
+        distribution=info.distribution if info else None,
+        version=info.version if info else None,
+        reason=_msg(t.error),
+        status=INCOMPATIBLE,
+        kind="shared-state" if shared else "two-interpreters",
+        toolchain=toolchain_of(t.file or (info.file if info else None)),
+        chain=tuple(tree.chain(t.candidate)) if info else (),
+        import_file=edge.file if edge else None,
+        import_line=edge.line if edge else None,
     )
 
 
@@ -634,6 +662,7 @@ def _extension_verdicts(
     degraded: dict[str, Culprit],
 ) -> tuple[ExtensionVerdict, ...]:
     out: dict[str, ExtensionVerdict] = {}
+    passed = {t.candidate for t in result.trials if t.kind == "pair" and t.status == "ok"}
     for info in result.tree.extensions:
         if not info.file:
             continue
@@ -652,14 +681,14 @@ def _extension_verdicts(
                 ext.shared_gil if ext else None,
                 ((ext.error or {}).get("msg", "") if ext else "") or c.reason,
             )
-        elif info.name in result.loaded or (info.name in exts and exts[info.name].status == "ok"):
+        elif info.name in passed:  # loads alone, and in two live interpreters at once
             out[info.name] = ExtensionVerdict(
                 info.name,
                 info.file,
                 COMPATIBLE,
                 info.distribution,
                 info.version,
-                "loads in an isolated sub-interpreter",
+                "loads in an isolated sub-interpreter, and in two live ones at once",
             )
     return tuple(out[k] for k in sorted(out))
 

@@ -23,6 +23,8 @@ EXTENSIONS: dict[str, tuple[str, dict[str, str]]] = {
     "sc_multi_ok": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
     "sc_segv": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "1"}),
     "sc_hang": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "2"}),
+    "sc_shared": ("sc_shared.c", {"SECOND_LOAD": "0"}),
+    "sc_second_crash": ("sc_shared.c", {"SECOND_LOAD": "1"}),
     "sc_softpkg._speedups": ("sc_single.c", {}),
     "sc_wrapped._core": ("sc_single.c", {}),
 }

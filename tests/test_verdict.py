@@ -205,3 +205,43 @@ def test_a_name_missing_everywhere_changes_nothing():
     trials = [Trial("job", "app.job", "ok"), Trial("main", "app.job", "ok"), name_trial("missing")]
     v = decide(result(trials, [JOB, LIB]))
     assert v.verdict == "compatible" and v.culprits == ()
+
+
+OK_EXT = ModuleInfo("lib._fast", "/s/lib/_fast.so", "third_party", True, "lib", "1.2", None)
+
+
+def test_shared_state_in_two_live_interpreters_is_incompatible():
+    shared = Trial(
+        "pair",
+        "lib._fast",
+        "failed",
+        {
+            "type": "shared",
+            "msg": "shares process-wide state between two live interpreters: module attribute x",
+        },
+        file=OK_EXT.file,
+    )
+    v = decide(result([Trial("job", "app.job", "ok"), shared], [JOB, OK_EXT], loaded={"lib._fast"}))
+    assert v.verdict == "incompatible"
+    (c,) = v.culprits
+    assert (c.module, c.kind, c.distribution) == ("lib._fast", "shared-state", "lib")
+    (ext,) = v.extensions
+    assert ext.verdict == "incompatible" and "two live interpreters" in ext.message
+
+
+def test_an_extension_is_cached_compatible_only_after_the_two_interpreter_check():
+    job = Trial("job", "app.job", "ok")
+    unchecked = decide(result([job], [JOB, OK_EXT], loaded={"lib._fast"}))
+    assert unchecked.verdict == "compatible" and unchecked.extensions == ()
+    passed = decide(result([job, Trial("pair", "lib._fast", "ok")], [JOB, OK_EXT], loaded={"lib._fast"}))
+    assert [(e.module, e.verdict) for e in passed.extensions] == [("lib._fast", "compatible")]
+
+
+def test_a_two_interpreter_check_the_budget_cut_short_decides_only_when_nothing_else_did():
+    budget = Trial("pair", "lib._fast", "timeout", {"type": "budget", "msg": "timeout: probe budget used up"})
+    r = result([Trial("job", "app.job", "ok"), budget], [JOB, OK_EXT], loaded={"lib._fast"})
+    v = decide(r)
+    assert v.verdict == "timeout" and r.transient == "a time limit"
+    failed = Trial("job", "app.job", "failed", {"type": "ImportError", "msg": SUBMSG.format("x")})
+    v = decide(result([failed, Trial("main", "app.job", "ok"), budget], [JOB, OK_EXT]))
+    assert v.verdict == "incompatible"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from subcompat.verdict import DEGRADED, INCOMPATIBLE
+from subcompat.verdict import COMPATIBLE, DEGRADED, INCOMPATIBLE
 
 pytestmark = pytest.mark.needs_subinterpreters
 
@@ -109,3 +109,86 @@ def test_pyyaml_c_loader_by_name(probe_app):
     assert found["jobs.conf"].verdict == INCOMPATIBLE
     assert (c.module, c.accelerator, c.import_line) == ("yaml.CSafeLoader", "yaml._yaml", 5)
     assert found["jobs.plainyaml"].verdict == DEGRADED
+
+
+# -- two live interpreters at once (sc_shared keeps a process-wide dict) ---------------------
+
+
+def test_process_wide_state_shared_by_two_live_interpreters_is_incompatible(probe_app):
+    from subcompat.probe import Prober
+
+    probe_app.write({"jobs.shared": "import sc_shared\n\n\ndef job():\n    sc_shared.remember('k', 1)\n"})
+    with Prober(timeout=30, jobs=1) as prober:
+        result = prober.probe("jobs.shared")
+    (job,) = [t for t in result.trials if t.kind == "job"]
+    assert (job.status, job.failures) == ("ok", ())  # alone in one interpreter it loads fine
+    assert "sc_shared" in result.loaded
+    v = probe_app.check("jobs.shared")["jobs.shared"]
+    assert v.verdict == INCOMPATIBLE, v.reason
+    c = only_culprit(v)
+    assert (c.module, c.kind, c.distribution) == ("sc_shared", "shared-state", None)
+    assert "shares process-wide state between two live interpreters" in c.reason
+    assert "module attribute cache is one object in both" in c.reason
+    assert c.import_file.endswith("jobs/shared.py") and c.import_line == 1
+    (ext,) = [e for e in v.extensions if e.module == "sc_shared"]
+    assert ext.verdict == INCOMPATIBLE and "two live interpreters" in ext.message
+
+
+def test_an_extension_that_crashes_a_second_live_interpreter_is_incompatible(probe_app):
+    probe_app.write({"jobs.second": "import sc_second_crash\n"})
+    v = probe_app.check("jobs.second")["jobs.second"]
+    assert v.verdict == INCOMPATIBLE, v.reason
+    c = only_culprit(v)
+    assert (c.module, c.kind) == ("sc_second_crash", "two-interpreters")
+    assert "crashed the process when two live interpreters used it at once" in c.reason
+    assert "SIGSEGV" in c.reason
+
+
+def test_clean_multi_phase_extension_passes_the_two_interpreter_check(probe_app):
+    v = probe_app.check("sc_multi_ok")["sc_multi_ok"]
+    assert v.verdict == COMPATIBLE, v.reason
+    (ext,) = v.extensions
+    assert ext.verdict == COMPATIBLE and "two live ones at once" in ext.reason
+
+
+def test_two_interpreter_results_are_memoised_and_cached_per_extension_file(probe_app):
+    """Within a run one check per file; across runs the extension cache answers."""
+    from subcompat import probe
+
+    probe_app.write(
+        {
+            "jobs.s1": "import sc_shared\n",
+            "jobs.s2": "import sc_shared\nimport sc_multi_ok\n",
+            "jobs.s3": "import sc_shared\nimport sc_multi_ok\nVALUE = 3\n",
+        }
+    )
+    before = probe.STATS["pairs"]
+    first = probe_app.check("jobs.s1", "jobs.s2", jobs=1)
+    assert probe.STATS["pairs"] - before == 3  # standing worker: s1, s2 (sc_multi_ok); sc_shared again alone
+    later = probe.STATS["pairs"]
+    again = probe_app.check("jobs.s3")["jobs.s3"]
+    assert probe.STATS["pairs"] == later  # both extension files answered from the cache
+    for v in (*first.values(), again):
+        assert v.verdict == INCOMPATIBLE and [c.module for c in v.culprits] == ["sc_shared"]
+
+
+def test_the_shared_state_fixture_really_leaks_between_interpreters(fixture_site):
+    """What the probe infers from object identity, shown directly: what one interpreter
+    stores, the other sees."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(fixture_site)!r})
+        import _interpreters as I
+        a, b = (I.create(I.new_config("isolated")) for _ in range(2))
+        I.exec(a, "import sc_shared; sc_shared.remember('from_a', 1)")
+        I.exec(b, "import sc_shared; assert 'from_a' in sc_shared.cache, sc_shared.cache")
+        print("leaked")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "leaked", out.stderr
