@@ -318,8 +318,33 @@ def _pip_failure(stderr: str, name: str) -> tuple[str, str]:
         req = re.split(r"[\[<>=!~; ]", m.group(1))[0]
         norm = req.lower().replace("_", "-").replace(".", "-")
         return "no-wheel", ("" if norm == dist else f"dependency {req} has no wheel")
+    if "ResolutionImpossible" in stderr:  # only old releases left, whose dependencies have no wheel
+        return "no-wheel", "no wheel of a recent release; older ones need dependencies without a wheel"
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip() and not ln.startswith("WARNING")]
     return "install-failed", (lines[-1] if lines else "")[:200]
+
+
+# where a package's own extension modules live, if not in its own distribution
+OWN_DISTS: dict[str, list[str]] = {
+    "pydantic": ["pydantic-core"],
+    "psycopg[binary]": ["psycopg-binary"],
+    "polars": ["polars", "polars-runtime-32"],
+    "pyzstd": ["pyzstd", "backports.zstd"],  # pyzstd >= 0.18 wraps backports.zstd (stdlib on 3.14+)
+}
+
+
+def own_extensions(vpy: str, name: str) -> int | None:
+    """extension files the package's wheel installed (0: a pure-Python wheel was picked)"""
+    dists = OWN_DISTS.get(name, [re.split(r"[\[<>=!~; ]", name)[0]])
+    code = (
+        "import importlib.metadata as m,sys\n"
+        "def files(d):\n"
+        "    try: return m.files(d) or []\n"
+        "    except m.PackageNotFoundError: return []\n"
+        "print(sum(1 for d in sys.argv[1:] for f in files(d) if f.name.endswith(('.so', '.pyd'))))"
+    )
+    out = _run([vpy, "-c", code, *dists]).stdout.strip()
+    return int(out) if out.isdigit() else None
 
 
 def run_cell(name: str, imports: list[str], python: str, tag: str, ctx: dict, mode: str) -> dict:
@@ -367,6 +392,7 @@ def run_cell(name: str, imports: list[str], python: str, tag: str, ctx: dict, mo
     record["version"] = _run(
         [vpy, "-c", f"import importlib.metadata as m;print(m.version({dist!r}))"]
     ).stdout.strip()
+    record["own_extensions"] = own_extensions(vpy, name)
     empty = WORK / "empty"
     empty.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -476,7 +502,15 @@ def _entries(mods: list[dict], key: str) -> dict[str, dict]:
 def analyse(record: dict | None, package: str = "") -> dict:
     """verdict, own culprits {module: why}, dependency culprits {dist: [modules]},
     degraded {module: why}, notes (other targets), dup (bare-name duplicates)."""
-    base = {"verdict": "not run", "culprits": {}, "deps": {}, "degraded": {}, "notes": [], "dup": []}
+    base = {
+        "pure": False,
+        "verdict": "not run",
+        "culprits": {},
+        "deps": {},
+        "degraded": {},
+        "notes": [],
+        "dup": [],
+    }
     if record is None:
         return base
     status = record["status"]
@@ -509,6 +543,8 @@ def analyse(record: dict | None, package: str = "") -> dict:
     for d in _entries(mods, "degraded").values():
         degraded[d["module"]] = _why(d)
     notes: list[str] = []
+    if record.get("own_extensions") == 0:
+        notes.append("pure-Python wheel: no extension module of its own installed")
     for m in mods:
         if m["verdict"] in ("error", "crash", "timeout") and not m["culprits"]:
             notes.append(f"`{m['target']}`: {_clip(m.get('reason') or '', 110)}")
@@ -519,6 +555,7 @@ def analyse(record: dict | None, package: str = "") -> dict:
     for k, v in deps.items():
         merged.setdefault(k.lower().replace("_", "-"), []).extend(v)
     return {
+        "pure": record.get("own_extensions") == 0,
         "verdict": worst,
         "culprits": culprits,
         "deps": merged,
@@ -562,7 +599,7 @@ _UNPROBED = ("no wheel", "install failed", "not run", "tool error", "tool timeou
 
 def _signature(a: dict) -> tuple:
     deps = tuple(sorted((k, tuple(sorted(v))) for k, v in a["deps"].items()))
-    return (a["verdict"], tuple(sorted(a["culprits"].items())), deps, tuple(sorted(a["degraded"])))
+    return (a["verdict"], a["pure"], tuple(sorted(a["culprits"].items())), deps, tuple(sorted(a["degraded"])))
 
 
 def _describe_change(
@@ -578,6 +615,11 @@ def _describe_change(
         bits = []
         if a["verdict"] != b["verdict"]:
             bits.append(f"{a['verdict']} → **{b['verdict']}**")
+        if a["pure"] != b["pure"]:
+            bits.append(
+                f"on {cur if b['pure'] else prev} the install has no extension module of its own "
+                "(pip picked a pure-Python wheel, or the compiled dependency is not needed there)"
+            )
         gone = sorted(set(a["culprits"]) - set(b["culprits"]))
         new = sorted(set(b["culprits"]) - set(a["culprits"]))
         changed = sorted(
@@ -616,7 +658,9 @@ def _describe_change(
         for dist in sorted(set(a["deps"]) | set(b["deps"])):
             was, now = set(a["deps"].get(dist, [])), set(b["deps"].get(dist, []))
             if was != now:
-                bits.append(f"culprits in dependency {dist}: {len(was)} → {len(now)}")
+                diff = [f"+`{m}`" for m in sorted(now - was)] + [f"−`{m}`" for m in sorted(was - now)]
+                shown = f" ({', '.join(diff)})" if len(diff) <= 3 else ""
+                bits.append(f"culprits in dependency {dist}: {len(was)} → {len(now)}{shown}")
         if versions.get(prev) and versions.get(cur) and versions[prev] != versions[cur]:
             bits.append(f"(version {versions[prev]} → {versions[cur]})")
         steps.append(f"{prev} → {cur}: " + "; ".join(bits))
@@ -751,8 +795,11 @@ def write_markdown(
         "`lazy_loader` makes a plain `import skimage.filters` load no extension at all "
         "(it was *compatible* that way); ruamel.yaml.clib is installed with ruamel.yaml, which "
         'its `_ruamel_yaml` imports; a culprit in a dependency is counted as "via DIST" '
-        "(numpy's are the most common); *error* rows failed for want of a system library "
-        "or a module outside the wheel, not because of sub-interpreters.",
+        "(numpy's are the most common); an *error* row fails in a plain interpreter too (the "
+        "reason is quoted in its cell, e.g. a system library the wheel does not bundle), not "
+        'because of sub-interpreters; "pure-Python wheel" marks an install with no extension '
+        "module of the package's own (a dropped or optional accelerator), whose verdict says "
+        "nothing about C code.",
         "",
     ]
     if dups:
@@ -826,12 +873,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     records: list[dict] = []
     for v, python in pythons.items():  # one Python after the other: 3.13 and 3.14 complete first
-        for name in wanted:
-            out = WORK / "results" / exact[v] / f"{slug(name)}.json"
-            if args.render_only:
-                if out.exists():
-                    records.append(json.loads(out.read_text()))
-                continue
+        for name in [] if args.render_only else wanted:
             record = run_cell(name, PACKAGES[name], python, exact[v], ctx, mode)
             a = analyse(record, name)
             print(
@@ -839,28 +881,47 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', '.join(a['culprits'])[:70]:<70} {record.get('seconds', 0)}s",
                 flush=True,
             )
-            records.append(record)
-    total = sum(r.get("seconds", 0) for r in records)
-    missing = []
+    # own_extensions of results stored before it was recorded (needs the venv)
     for v in pythons:
-        absent = sum(1 for n in wanted if not (WORK / "results" / exact[v] / f"{slug(n)}.json").exists())
-        missing.append(f"{exact[v]}: {absent} not run")
-    partial = "; ".join(m for m in missing if not m.endswith(": 0 not run"))
+        for name in PACKAGES:
+            out = WORK / "results" / exact[v] / f"{slug(name)}.json"
+            venv = WORK / "venvs" / exact[v] / slug(name)
+            if out.exists() and (venv / ".installed").exists():
+                rec = json.loads(out.read_text())
+                if rec.get("status") == "probed" and "own_extensions" not in rec:
+                    rec["own_extensions"] = own_extensions(str(venv / "bin" / "python"), name)
+                    out.write_text(json.dumps(rec, indent=1))
+    # the file covers every package: stored results of earlier runs (--only) included
+    records, missing = [], []
+    for v in pythons:
+        absent = 0
+        for name in PACKAGES:
+            out = WORK / "results" / exact[v] / f"{slug(name)}.json"
+            if out.exists():
+                records.append(json.loads(out.read_text()))
+            else:
+                absent += 1
+        if absent:
+            missing.append(f"{exact[v]}: {absent} of {len(PACKAGES)} packages not run yet")
+    total = sum(r.get("seconds", 0) for r in records)
+    revs = sorted({r["tool_rev"] for r in records if r.get("tool_rev")}) or [rev]
+    tools = sorted({r["tool"] for r in records if r.get("tool")}) or [tool_version]
+    days = sorted({r["when"][:10] for r in records if r.get("when")}) or [datetime.date.today().isoformat()]
     meta = {
-        "date": datetime.date.today().isoformat(),
-        "tool": tool_version,
-        "rev": rev,
+        "date": days[0] if len(days) == 1 else f"{days[0]} – {days[-1]}",
+        "tool": ", ".join(tools),
+        "rev": ", ".join(revs),
         "exact": exact,
         "timeout": args.timeout,
         "cap": args.cap,
         "as_limit": args.as_limit,
-        "partial": partial,
+        "partial": "; ".join(missing),
         "elapsed": f"{total / 60:.0f} min summed over the (package, Python) cells, one at a time"
         " on a shared 2-core machine"
         if total
         else f"{(time.perf_counter() - started) / 60:.0f} min",
     }
-    write_markdown(records, pythons, Path(args.output), meta, wanted)
+    write_markdown(records, pythons, Path(args.output), meta, list(PACKAGES))
     print(f"wrote {args.output}")
     return 0
 
