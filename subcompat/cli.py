@@ -232,8 +232,12 @@ def _check(args: argparse.Namespace) -> int:
         config = config_mod.load()
     except config_mod.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    # a package, named here or in the config, is all of its modules (found on disk)
-    targets = config_mod.expand_jobs(args.targets or config.jobs)
+    # a package, named here or in the config, is all of its modules (found on disk, on this
+    # interpreter's path: a named package is expanded only when probing this interpreter)
+    if args.targets and args.python:
+        targets = list(args.targets)
+    else:
+        targets = config_mod.expand_jobs(args.targets or config.jobs)
     if not targets:
         raise UsageError(
             "no targets: give dotted module names (e.g. myapp.jobs or myapp.jobs:send) "
