@@ -152,6 +152,8 @@ class _MainSession:
 
 def describe_interpreter(backend, sys_path):
     """What the parent keys its cache on; also called in-process by the parent."""
+    import importlib.machinery
+
     impl = sys.implementation
     return {
         "python": "%d.%d.%d" % sys.version_info[:3],
@@ -165,6 +167,7 @@ def describe_interpreter(backend, sys_path):
         "can_classify": bool(backend.unsupported is None and backend.can_classify),
         "can_fork": hasattr(os, "fork"),
         "sys_path": sys_path,
+        "ext_suffixes": list(importlib.machinery.EXTENSION_SUFFIXES),
     }
 
 

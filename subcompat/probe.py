@@ -49,7 +49,7 @@ PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not fini
 MAX_TIMEOUT_S = 86400.0
 MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
-RULES = "names+pairs"  # what the probe checks; part of every cache key: bump it when that grows
+RULES = "names+pairs+never-tried"  # what the probe checks; part of every cache key: bump it when that grows
 PAIR_MARK = "two live interpreters"  # in every finding of the pair check (and so in the cache)
 MIN_PAIR_S = 1.0  # budget a pair check needs at least
 MAX_PAIRS = 4  # pair workers per target (a crash blames one extension; the rest go again)
@@ -86,6 +86,7 @@ class Interpreter:
     can_classify: bool
     sys_path: tuple[str, ...] = ()
     can_fork: bool = False  # main-interpreter imports fork from a pristine child
+    ext_suffixes: tuple[str, ...] = ()  # importlib.machinery.EXTENSION_SUFFIXES there
 
     @property
     def key(self) -> str:
@@ -98,6 +99,7 @@ class Interpreter:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["sys_path"] = list(self.sys_path)
+        data["ext_suffixes"] = list(self.ext_suffixes)
         return data
 
     @classmethod
@@ -112,6 +114,7 @@ class Interpreter:
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in fields}
         kwargs["sys_path"] = tuple(kwargs.get("sys_path") or ())
+        kwargs["ext_suffixes"] = tuple(kwargs.get("ext_suffixes") or ())
         return cls(**kwargs)
 
 
@@ -144,6 +147,7 @@ class ProbeResult:
     elapsed_s: float = 0.0
     loaded: frozenset[str] = field(default_factory=frozenset)  # extensions loaded in a sub
     limits: dict[str, float] = field(default_factory=dict)  # timeout_s, memory_mb it ran under
+    skipped: frozenset[str] = field(default_factory=frozenset)  # accelerators only a main interpreter loaded
 
     @property
     def transient(self) -> str | None:
@@ -281,11 +285,16 @@ class _Target:
         function: str | None,
         extra: list[str],
         refs: Iterable[tuple[str, str]] = (),
-    ) -> tuple[list[Trial], dict[str, Any]]:
+        also: list[str] | None = None,
+    ) -> tuple[list[Trial], list[dict[str, Any]]]:
         """Import in the main interpreter of a fresh worker: broken everywhere? And the
         whole tree, with who imported what, where the sub-interpreter stopped short;
-        and whether the (module, name) pairs ``refs`` exist there."""
-        names = [module, *extra]
+        and whether the (module, name) pairs ``refs`` exist there. Then ``extra`` (one
+        trial each) and ``also``: imports that worked in a sub-interpreter, repeated only
+        to see what they load here (no trial; a failure there proves nothing). The runs,
+        in that order, as far as they got."""
+        names = [module, *extra, *(also or ())]
+        counted = 1 + len(extra)
         started = time.perf_counter()
         status, sig, detail, external = "ok", None, "", False
         kind = ""  # the error type, when not the status itself
@@ -337,9 +346,9 @@ class _Target:
                 run.get("error"),
                 elapsed_s=elapsed,
             )
-            for name, run in zip(names, runs, strict=False)
+            for name, run in zip(names[:counted], runs, strict=False)
         ]
-        if len(runs) < len(names):
+        if len(runs) < counted:
             err: dict[str, Any] = {
                 "type": kind or status,
                 "msg": detail,
@@ -352,7 +361,7 @@ class _Target:
             out.append(
                 Trial("main", names[len(runs)], status, err, culprit=culprit, signal=sig, elapsed_s=elapsed)
             )
-        return out, (runs[0] if runs else {})
+        return out, runs
 
     def pair(self, names: list[str], fresh: bool) -> tuple[dict[str, Any], Trial | None]:
         """``names`` in two live interpreters at once (``_child.op_pair``): what each looked
@@ -382,6 +391,59 @@ class _Target:
             worker.discard()
         self.workers.clear()
         self.worker = None
+
+
+class _Seen:
+    """What one target's trials saw, merged: the tree (sub-interpreters first, then a main
+    interpreter), and apart from it what the sub-interpreters alone loaded or tried."""
+
+    def __init__(self) -> None:
+        self.modules: dict[str, ModuleInfo] = {}
+        self.edges: dict[str, Edge] = {}
+        self.loaded: set[str] = set()  # extensions a sub-interpreter loaded
+        self.failed: set[str] = set()  # extensions a sub-interpreter tried and could not load
+        self.sub_files: set[str] = set()  # their files (real paths)
+        self.in_sub: set[str] = set()  # every module a sub-interpreter ended with
+        self.in_main: set[str] = set()
+        self.missing: dict[tuple[str, str], dict[str, Any]] = {}  # names a sub-interpreter lacked
+
+    def absorb(self, raw: dict[str, Any], in_sub: bool = True) -> None:
+        failures = [
+            *raw.get("failures", ()),
+            *(f for lz in raw.get("lazy", ()) for f in lz.get("failures", ())),
+        ]
+        failed = {f["name"] for f in failures}
+        if in_sub:
+            for ref in raw.get("refs", ()):
+                self.missing.setdefault((ref["module"], ref["attr"]), ref)
+            self.failed |= failed
+            self.sub_files.update(os.path.realpath(f["file"]) for f in failures if f.get("file"))
+        for m in raw.get("modules", ()):
+            info = ModuleInfo.from_json(m)
+            self.modules.setdefault(info.name, info)
+            (self.in_sub if in_sub else self.in_main).add(info.name)
+            if in_sub and info.extension and info.name not in failed:
+                self.loaded.add(info.name)
+                if info.file:
+                    self.sub_files.add(os.path.realpath(info.file))
+        for name, (importer, file, line, how) in raw.get("edges", {}).items():
+            self.edges.setdefault(name, Edge(importer, file, line, how))
+
+    def skipped(self) -> frozenset[str]:
+        """Extensions a main interpreter loaded, of a package the sub-interpreter imported
+        without loading or trying them: accelerators skipped without a word."""
+        out = set()
+        for name in self.in_main - self.loaded - self.failed:
+            info = self.modules.get(name)
+            top, dot, _ = name.partition(".")
+            if info is not None and info.extension and dot and top in self.in_sub and _foreign(info):
+                out.add(name)
+        return frozenset(out)
+
+
+def _foreign(info: ModuleInfo) -> bool:
+    """Someone else's package: installed, not the user's code and not the stdlib."""
+    return info.origin not in ("stdlib", "builtin") and not _own(info)
 
 
 def _name_trials(
@@ -507,6 +569,7 @@ class Prober:
         self._lock = threading.Lock()
         self._ext_memo: dict[str, Trial] = {}
         self._pair_memo: dict[str, Trial] = {}
+        self._dir_memo: dict[str, tuple[str, ...]] = {}
         self._interp: Interpreter | None = None
 
     @property
@@ -654,63 +717,88 @@ class Prober:
     def _probe(self, target: str, interp: Interpreter) -> ProbeResult:
         module, function = split_target(target)
         started = time.perf_counter()
-        modules: dict[str, ModuleInfo] = {}
-        edges: dict[str, Edge] = {}
-        loaded: set[str] = set()
+        seen = _Seen()
         trials: list[Trial] = []
-        missing: dict[tuple[str, str], dict[str, Any]] = {}  # names a sub-interpreter lacked
-
-        def absorb(raw: dict[str, Any], in_sub: bool = True) -> None:
-            if in_sub:
-                for ref in raw.get("refs", ()):
-                    missing.setdefault((ref["module"], ref["attr"]), ref)
-            failed = {f["name"] for f in raw.get("failures", ())}
-            failed.update(f["name"] for lz in raw.get("lazy", ()) for f in lz.get("failures", ()))
-            for m in raw.get("modules", ()):
-                info = ModuleInfo.from_json(m)
-                modules.setdefault(info.name, info)
-                if in_sub and info.extension and info.name not in failed:
-                    loaded.add(info.name)
-            for name, (importer, file, line, how) in raw.get("edges", {}).items():
-                edges.setdefault(name, Edge(importer, file, line, how))
-
         run = _Target(self, self._zygote())
         try:
             job = run.trial("job", module, mode="job", name=module, function=function, preload=self.preload)
             trials.append(job.trial)
-            absorb(job.raw)
+            seen.absorb(job.raw)
             trials.extend(self._lazy_trials(job.raw))
-            self._drain(run, module, job.raw.get("pending", []), [], trials, absorb)
-            if self._needs_main(trials) or missing:
+            self._drain(run, module, job.raw.get("pending", []), [], trials, seen.absorb)
+            unloaded = self._unloaded_accelerators(seen, interp)
+            if self._needs_main(trials) or seen.missing or unloaded:
                 # Something failed: is it broken in the main interpreter too, and which
-                # extensions of the tree did the sub-interpreter never reach? Are the
-                # names it lacked there in a main interpreter?
-                main, main_raw = run.main(module, function, self._blame_candidates(module, trials), missing)
+                # extensions of the tree did the sub-interpreter never reach? Are the names
+                # it lacked there in a main interpreter? Which accelerators do the same
+                # imports load there (the deferred ones too, when that is the question)?
+                also = (
+                    [t.candidate for t in trials if t.kind == "lazy" and t.status == "ok"] if unloaded else []
+                )
+                blame = self._blame_candidates(module, trials)
+                main, runs = run.main(module, function, blame, seen.missing, list(dict.fromkeys(also))[:16])
                 trials.extend(main)
-                absorb(main_raw, in_sub=False)
-                trials.extend(_name_trials(missing, main_raw, job.trial, main[0], modules))
+                for raw in (runs[:1] + runs[1 + len(blame) :]) if runs else ():
+                    seen.absorb(raw, in_sub=False)
+                trials.extend(
+                    _name_trials(seen.missing, runs[0] if runs else {}, job.trial, main[0], seen.modules)
+                )
                 if job.trial.status != "ok" and main[0].status == "ok":
                     # the job never reached its deferred imports: scan the tree main saw
                     sources = [
                         [m.name, m.file, m.file.endswith("__init__.py"), False]
-                        for m in modules.values()
+                        for m in seen.modules.values()
                         if m.origin == "first_party" and m.file and m.file.endswith(".py")
                     ]
-                    self._drain(run, module, [], sources, trials, absorb)
-            trials.extend(self._extension_trials(run, modules, loaded, trials, interp))
-            trials.extend(self._pair_trials(run, modules, loaded, trials))
+                    self._drain(run, module, [], sources, trials, seen.absorb)
+            skipped = seen.skipped()
+            trials.extend(self._extension_trials(run, seen.modules, seen.loaded, trials, interp, skipped))
+            trials.extend(self._pair_trials(run, seen.modules, seen.loaded, trials, skipped))
         finally:
             run.finish()
-        tree = ModuleTree(module, tuple(sorted(modules.values(), key=lambda m: m.name)), edges)
+        tree = ModuleTree(module, tuple(sorted(seen.modules.values(), key=lambda m: m.name)), seen.edges)
         return ProbeResult(
             target,
             interp,
             tree,
             tuple(trials),
             time.perf_counter() - started,
-            frozenset(loaded),
+            frozenset(seen.loaded),
             limits=self.limits,
+            skipped=skipped,
         )
+
+    def _unloaded_accelerators(self, seen: _Seen, interp: Interpreter) -> bool:
+        """Does a package the sub-interpreter imported keep extension files in its own
+        directory that it neither loaded nor tried? Then a main interpreter may load what
+        the sub-interpreter skipped without a word (a package that checks for one first,
+        or falls back wholesale), and is worth asking; else no main pass is spent on it."""
+        suffixes = tuple(interp.ext_suffixes)
+        if not suffixes:
+            return False
+        for name in seen.in_sub:
+            info = seen.modules.get(name)
+            if info is None or not info.file or not info.file.endswith("__init__.py") or not _foreign(info):
+                continue
+            if any(
+                f not in seen.sub_files for f in self._extension_files(os.path.dirname(info.file), suffixes)
+            ):
+                return True
+        return False
+
+    def _extension_files(self, directory: str, suffixes: tuple[str, ...]) -> tuple[str, ...]:
+        """The extension files directly in ``directory`` (real paths), once per run."""
+        with self._lock:
+            found = self._dir_memo.get(directory)
+        if found is None:
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                names = []
+            found = tuple(os.path.realpath(os.path.join(directory, n)) for n in names if n.endswith(suffixes))
+            with self._lock:
+                self._dir_memo[directory] = found
+        return found
 
     @staticmethod
     def _needs_main(trials: list[Trial]) -> bool:
@@ -815,8 +903,10 @@ class Prober:
         loaded: set[str],
         trials: list[Trial],
         interp: Interpreter,
+        skipped: frozenset[str] = frozenset(),
     ) -> list[Trial]:
-        """One record per extension that failed or that no sub-interpreter reached.
+        """One record per extension that failed or that no sub-interpreter reached (or
+        tried: ``skipped``).
 
         Unreached ones are loaded on their own in a fresh interpreter; failed ones
         are classified (does it load with a shared GIL?). Results are memoised per
@@ -827,7 +917,8 @@ class Prober:
             for f in t.failures:
                 failed.setdefault(f["name"], f)
         settled = {t.culprit["name"] for t in trials if t.culprit and t.culprit.get("name")}
-        if not failed and not settled and all(t.status in ("ok", "missing") for t in trials):
+        quiet = all(t.status in ("ok", "missing") for t in trials)
+        if not failed and not settled and not skipped and quiet:
             return []
         todo: dict[str, ModuleInfo] = {
             m.name: m for m in modules.values() if m.extension and m.file and m.name not in loaded
@@ -867,7 +958,12 @@ class Prober:
         return out
 
     def _pair_trials(
-        self, run: _Target, modules: dict[str, ModuleInfo], loaded: set[str], trials: list[Trial]
+        self,
+        run: _Target,
+        modules: dict[str, ModuleInfo],
+        loaded: set[str],
+        trials: list[Trial],
+        skipped: frozenset[str] = frozenset(),
     ) -> list[Trial]:
         """Every extension that loads in a fresh sub-interpreter, checked in two live ones
         at once, as a pool runs them: one ``pair`` trial each (``ok``, or what differed).
@@ -877,7 +973,7 @@ class Prober:
         it: blamed on the extension under way, the rest tried again) is checked once more
         alone, in a fresh pair, before it counts: the standing worker's history is not the
         extension's."""
-        out, todo = self._pair_todo(modules, loaded, trials)
+        out, todo = self._pair_todo(modules, loaded, trials, skipped)
         job_s = next((t.elapsed_s for t in trials if t.kind == "job"), 0.0)
         suspects: dict[str, ModuleInfo] = {}
         for _ in range(MAX_PAIRS):
@@ -906,16 +1002,21 @@ class Prober:
         return out
 
     def _pair_todo(
-        self, modules: dict[str, ModuleInfo], loaded: set[str], trials: list[Trial]
+        self, modules: dict[str, ModuleInfo], loaded: set[str], trials: list[Trial], skipped: frozenset[str]
     ) -> tuple[list[Trial], dict[str, ModuleInfo]]:
         """(what is known already, what is left to check): the extensions that loaded in
-        a sub-interpreter, with the job or on their own."""
-        alone = {t.candidate for t in trials if t.kind == "extension" and t.status == "ok"}
+        a sub-interpreter, with the job or on their own (not those its package skips).
+        CPython's own are taken as they are: its test suite runs them in many interpreters,
+        and they are most of what a cold check would spend here."""
+        alone = {t.candidate for t in trials if t.kind == "extension" and t.status == "ok"} - skipped
         known: list[Trial] = []
         todo: dict[str, ModuleInfo] = {}
         for name in sorted(loaded | alone):
             info = modules.get(name)
             if info is None or not info.file:
+                continue
+            if info.origin == "stdlib":
+                known.append(Trial("pair", name, "ok", file=info.file))
                 continue
             memo = self._pair_known(info)
             if memo is not None:

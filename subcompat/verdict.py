@@ -457,6 +457,12 @@ def decide(result: ProbeResult) -> Verdict:
                 degraded[name] = dataclasses.replace(c, reason=SKIPPED + c.reason)
                 worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
 
+    # accelerators the same import loads in a main interpreter and the sub-interpreter
+    # never tried (the package checked for one first, or fell back wholesale)
+    for name in sorted(result.skipped - culprits.keys() - degraded.keys()):
+        degraded[name] = _never_tried(name, result, exts.get(name))
+        worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
+
     # names first-party code takes from a module, there in a main interpreter only
     for t in result.trials:
         if t.kind == "name" and t.status == "failed":
@@ -493,6 +499,36 @@ def decide(result: ProbeResult) -> Verdict:
         extensions=ext_verdicts,
         transient=result.transient or "",
         **base,
+    )
+
+
+def _never_tried(name: str, result: ProbeResult, alone: Trial | None) -> Culprit:
+    """An accelerator a main interpreter loads and the package never tried in the
+    sub-interpreter; loaded on its own (``alone``), it says whether it could have."""
+    tree = result.tree
+    info = _lookup(tree, name, None)
+    file = info.file if info else None
+    toolchain = toolchain_of(file)
+    why = "never tried in the sub-interpreter, though the same import loads it in a main interpreter"
+    kind = "never-tried"
+    if alone is not None and alone.status == "failed":
+        because, kind = explain(alone.error, alone.shared_gil, toolchain)
+        why += f"; it would not load there anyway: {because}"
+    elif alone is not None and alone.status == "ok":
+        why += "; on its own it loads in an isolated sub-interpreter: only the package keeps it out"
+    edge = _first_party_edge(tree, name)
+    return Culprit(
+        module=name,
+        file=file,
+        distribution=info.distribution if info else None,
+        version=info.version if info else None,
+        reason=SKIPPED + why,
+        status=DEGRADED,
+        kind=kind or "never-tried",  # explain() has no kind for some failures
+        toolchain=toolchain,
+        chain=tuple(tree.chain(name)) if info else (),
+        import_file=edge.file if edge else None,
+        import_line=edge.line if edge else None,
     )
 
 
@@ -569,6 +605,10 @@ def _accelerator(
     failed = [f["name"] for t in result.trials for f in t.failures]
     failed += [name for name, t in exts.items() if t.status != "ok"]
     return next((n for n in [*sorted(degraded), *failed] if ours(n)), None)
+
+
+def _failed_alone(t: Trial | None) -> bool:
+    return t is not None and t.status == "failed"
 
 
 def _everywhere(t: Trial, name: str) -> str:
@@ -667,6 +707,8 @@ def _extension_verdicts(
         if not info.file:
             continue
         c = culprits.get(info.name) or degraded.get(info.name)
+        if c is not None and info.name in result.skipped and not _failed_alone(exts.get(info.name)):
+            continue  # the package's choice, not the file's: nothing to cache about it
         if c is not None:
             status = c.status if c.status != DEGRADED else INCOMPATIBLE
             ext = exts.get(info.name)
@@ -688,7 +730,8 @@ def _extension_verdicts(
                 COMPATIBLE,
                 info.distribution,
                 info.version,
-                "loads in an isolated sub-interpreter, and in two live ones at once",
+                "loads in an isolated sub-interpreter"
+                + (" (CPython's own)" if info.origin == "stdlib" else ", and in two live ones at once"),
             )
     return tuple(out[k] for k in sorted(out))
 

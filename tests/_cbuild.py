@@ -27,9 +27,13 @@ EXTENSIONS: dict[str, tuple[str, dict[str, str]]] = {
     "sc_second_crash": ("sc_shared.c", {"SECOND_LOAD": "1"}),
     "sc_softpkg._speedups": ("sc_single.c", {}),
     "sc_wrapped._core": ("sc_single.c", {}),
+    "sc_careful._speedups": ("sc_single.c", {}),
+    "sc_wholesale._first": ("sc_single.c", {}),
+    "sc_wholesale._second": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
+    "sc_optional.extra._ext": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
 }
 
-PACKAGES = {
+PACKAGES: dict[str, tuple[str | None, str]] = {
     "sc_softpkg": (
         "sc-softpkg",
         '''"""Pure Python with an optional accelerator it silently skips (like PyYAML)."""
@@ -58,6 +62,35 @@ except ImportError as exc:
     raise ImportError("sc_wrapped: the C core failed to load; try reinstalling") from exc
 ''',
     ),
+    "sc_careful": (
+        "sc-careful",
+        '''"""Never tries its accelerator in a sub-interpreter: it checks for one first."""
+import _interpreters
+
+if _interpreters.get_current() != _interpreters.get_main():
+    _speedups = None
+else:
+    from sc_careful import _speedups
+
+
+def dumps(x):
+    return repr(x)
+''',
+    ),
+    "sc_wholesale": (
+        "sc-wholesale",
+        '''"""Falls back wholesale after its first accelerator fails: the second is never tried."""
+try:
+    from . import _first, _second
+except ImportError:
+    _first = _second = None
+''',
+    ),
+    "sc_optional": (
+        "sc-optional",
+        '''"""Pure Python; an optional extension sits in a subpackage it does not import."""\n''',
+    ),
+    "sc_optional.extra": (None, ""),
 }
 
 
@@ -111,13 +144,15 @@ def build_fixture_site(
             check=True,
         )
         stamp.write_text(key)
-    for package, (dist, init) in PACKAGES.items():
-        pkg_dir = dest / package
-        pkg_dir.mkdir(exist_ok=True)
+    for package, (_dist, init) in PACKAGES.items():  # a subpackage has no distribution of its own
+        pkg_dir = dest.joinpath(*package.split("."))
+        pkg_dir.mkdir(parents=True, exist_ok=True)
         init_file = pkg_dir / "__init__.py"
         if not init_file.exists() or init_file.read_text() != init:
             init_file.write_text(init)
-        _write_dist_info(dest, package, dist, versions.get(dist, "1.0"))
+    for package, (dist, _init) in PACKAGES.items():
+        if dist is not None:
+            _write_dist_info(dest, package, dist, versions.get(dist, "1.0"))
     return dest
 
 

@@ -245,3 +245,17 @@ def test_a_two_interpreter_check_the_budget_cut_short_decides_only_when_nothing_
     failed = Trial("job", "app.job", "failed", {"type": "ImportError", "msg": SUBMSG.format("x")})
     v = decide(result([failed, Trial("main", "app.job", "ok"), budget], [JOB, OK_EXT]))
     assert v.verdict == "incompatible"
+
+
+def test_an_accelerator_only_a_main_interpreter_loaded_is_degraded():
+    alone = Trial("extension", "lib._core", "failed", {"type": "ImportError", "msg": SUBMSG.format("_core")})
+    trials = [Trial("job", "app.job", "ok"), Trial("main", "app.job", "ok"), alone]
+    tree = ModuleTree("app.job", (JOB, LIB, EXT), EDGES)
+    r = ProbeResult(
+        "app.job", INTERP, tree, tuple(trials), 0.1, frozenset(), skipped=frozenset({"lib._core"})
+    )
+    v = decide(r)
+    assert v.verdict == "degraded"
+    (d,) = v.degraded
+    assert d.module == "lib._core" and "never tried in the sub-interpreter" in d.reason
+    assert (d.import_file, d.import_line) == ("/a/app/job.py", 3)

@@ -192,3 +192,48 @@ def test_the_shared_state_fixture_really_leaks_between_interpreters(fixture_site
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "leaked", out.stderr
+
+
+# -- accelerators a package never tries in a sub-interpreter ------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["import sc_careful\n", "def job():\n    import sc_careful\n    return sc_careful.dumps(1)\n"],
+    ids=["at-import", "deferred"],
+)
+def test_an_accelerator_the_package_never_tries_is_degraded_and_named(probe_app, source):
+    """sc_careful asks ``_interpreters`` where it runs and skips its accelerator in a
+    sub-interpreter without trying it: no load fails, only a main interpreter shows it."""
+    probe_app.write({"jobs.careful": source})
+    v = probe_app.check("jobs.careful")["jobs.careful"]
+    assert v.verdict == DEGRADED, v.reason
+    (d,) = v.degraded
+    assert (d.module, d.kind, d.distribution) == ("sc_careful._speedups", "single-phase", "sc-careful")
+    assert "never tried in the sub-interpreter" in d.reason
+    assert d.chain[-2:] == ("sc_careful", "sc_careful._speedups")
+
+
+def test_a_wholesale_fallback_names_the_accelerators_it_never_tried(probe_app):
+    """sc_wholesale gives up after _first fails: _second, which would load, is skipped too."""
+    v = probe_app.check("sc_wholesale")["sc_wholesale"]
+    assert v.verdict == DEGRADED, v.reason
+    first, second = v.degraded
+    assert (first.module, first.kind) == ("sc_wholesale._first", "single-phase")
+    assert (second.module, second.kind) == ("sc_wholesale._second", "never-tried")
+    assert "only the package keeps it out" in second.reason
+    # _second is fine on its own: nothing about the file is cached as incompatible
+    assert [e.module for e in v.extensions if e.verdict == INCOMPATIBLE] == ["sc_wholesale._first"]
+
+
+@pytest.mark.parametrize("module", ["sc_softpkg", "sc_optional", "sc_multi_ok"])
+def test_no_main_pass_when_no_extension_file_went_untried(probe_app, module):
+    """The differential costs a main pass only when an imported package keeps extension
+    files in its own directory that the sub-interpreter neither loaded nor tried
+    (sc_optional's lies in a subpackage nobody imports)."""
+    from subcompat.probe import Prober
+
+    with Prober(timeout=30, jobs=1) as prober:
+        result = prober.probe(module)
+    assert [t.kind for t in result.trials if t.kind == "main"] == []
+    assert result.skipped == frozenset()
