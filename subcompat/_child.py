@@ -181,6 +181,7 @@ class Child:
         self.counter = 0
         self._discover = self._locator = self._trial_source = None
         self._pair = None  # the two interpreters of a pair worker
+        self._loads = {}  # package -> the extensions importing it loaded (a sampler worker)
 
     def warm(self):
         """Load in the zygote what every worker needs, so each fork starts with it."""
@@ -248,15 +249,41 @@ class Child:
         stem = "%s/pair-%d-%d-" % (req["workdir"], os.getpid(), self.counter)
         for i, session in enumerate(self._pair):
             session.bind("_sc_names", "\0".join(names))
+            session.bind("_sc_files", "\0".join(req["files"]))
             session.bind("_sc_path", "\0".join(req.get("sys_path") or self.sys_path))
             session.bind("_sc_crumbs", req["breadcrumb"])
             session.bind("_sc_imported", stem + "%d-imported" % i)
             session.bind("_sc_touched", stem + "%d-touched" % i)
         for session in self._pair:  # the second imports while the first is alive
-            _threads([session], "_pair_import(_sc_names, _sc_path, _sc_crumbs, _sc_imported)\n")
+            _threads([session], "_pair_import(_sc_names, _sc_files, _sc_path, _sc_crumbs, _sc_imported)\n")
         _threads(self._pair, "_pair_touch(_sc_names, _sc_crumbs, _sc_touched)\n")
         reads = [[self._read(stem + "%d-%s" % (i, step)) for step in ("imported", "touched")] for i in (0, 1)]
         return {"results": _compare_pair(names, *reads)}
+
+    def op_loads(self, req):
+        """Import an installed package in this worker's main interpreter: the extension
+        modules it loads there (described). The worker serves the whole probe, one package
+        at a time, and never runs job code; a package already imported answers with what
+        it loaded then."""
+        import importlib
+        import importlib.machinery
+
+        package = req["package"]
+        if package not in self._loads:
+            if req.get("sys_path"):
+                sys.path[:] = req["sys_path"]
+            before = set(sys.modules)
+            try:
+                importlib.import_module(package)
+            except BaseException:
+                pass  # what loaded before it gave up still counts
+            suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+            self._loads[package] = found = []
+            for name in sorted(set(sys.modules) - before):
+                file = getattr(sys.modules.get(name), "__file__", None)
+                if isinstance(name, str) and isinstance(file, str) and file.endswith(suffixes):
+                    found.append(self._describe(name, file, True))
+        return {"modules": self._loads[package]}
 
     def op_describe(self, req):
         return {"result": self._post(req["result"])}

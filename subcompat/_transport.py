@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 
 TYPE_CHECKING = False
@@ -81,6 +82,7 @@ class Zygote:
         self.ctl: socket.socket | None = None
         self.stderr_path = ""
         self._serial = 0
+        self._calls = threading.Lock()  # one request on the control socket at a time
 
     @property
     def alive(self) -> bool:
@@ -114,6 +116,12 @@ class Zygote:
         STATS["children_started"] += 1
 
     def call(self, op: str, timeout: float, fds: tuple[int, ...] = (), **fields: Any) -> dict[str, Any]:
+        """One request and its reply. Serialised: a worker another thread uses (the
+        standing pair worker) is reaped through the zygote that forked it."""
+        with self._calls:
+            return self._call(op, timeout, fds, **fields)
+
+    def _call(self, op: str, timeout: float, fds: tuple[int, ...], **fields: Any) -> dict[str, Any]:
         import socket
 
         if not self.alive:

@@ -426,22 +426,38 @@ def _finish(leftover):
 # paths arrive as shared strings bound in ``__main__`` (NUL-separated lists).
 
 
-def _pair_import(names, sys_path, crumbs, out):
-    """Import each extension module by name; [name, error or None] for each."""
+def _pair_import(names, files, sys_path, crumbs, out):
+    """Load each extension module from its file (its package's code is not what is
+    checked, and may be slow to import twice), else by name; [name, error or None]."""
     import importlib
+    import importlib.util
     import os
 
     sys.path[:] = sys_path.split("\0")
     report = []
-    for name in names.split("\0"):
-        _note(os, crumbs, "+" + name + "\t")
+    for name, file in zip(names.split("\0"), files.split("\0"), strict=True):
+        _note(os, crumbs, "+" + name + "\t" + file)
+        error = None
         try:
-            importlib.import_module(name)
-            report.append([name, None])
-        except BaseException as exc:
-            report.append([name, "%s: %s" % (type(exc).__name__, _text(exc))])
+            _load_file(importlib.util, name, file)
+        except BaseException:
+            sys.modules.pop(name, None)
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:
+                error = "%s: %s" % (type(exc).__name__, _text(exc))
+        report.append([name, error])
         _note(os, crumbs, "-" + name)
     _emit(os, out, report)
+
+
+def _load_file(util, name, file):
+    if name in sys.modules:
+        return
+    spec = util.spec_from_file_location(name, file)
+    module = util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
 
 
 def _pair_touch(names, crumbs, out):

@@ -7,13 +7,22 @@ costs only its own target: this side records ``crash`` (with the signal) or
 ``timeout``, names the extension from the breadcrumb the trial left, and carries on.
 
 Per target, within one wall-clock budget (``timeout``) and a trial budget: one trial
-of the job module (which also scans the job's first-party source and runs its
-deferred imports); deferred imports left over after a failure get fresh interpreters,
-each name tried once (a fixpoint over what was tried); and only when something failed,
-a fresh *process* imports the job (and what failed or hung) in its main interpreter:
-is it broken everywhere? which extensions did the sub-interpreter never reach? Each
-such extension is then loaded on its own, so every culprit is named. Sub-interpreter
-trials get two thirds of the budget; the last third is kept for that main check.
+of the job module (which also scans the job's first-party source, runs its deferred
+imports and checks the names that source takes from other modules); deferred imports
+left over after a failure get fresh interpreters, each name tried once (a fixpoint
+over what was tried); and only when something failed or a name was missing, a fresh
+*process* imports the job (and what failed or hung) in its main interpreter: is it
+broken everywhere? which extensions did the sub-interpreter never reach? are the
+missing names there? Each such extension is then loaded on its own, so every culprit
+is named. Sub-interpreter trials get two thirds of the budget; the last third is kept
+for that main check.
+
+Two standing workers serve the whole probe, one request at a time: a *pair* worker
+whose two live isolated interpreters load every extension new to this run that a
+sub-interpreter loaded (what a pool does: state one process shares between
+interpreters shows there), and a *sampler* whose main interpreter imports installed
+packages, never job code, for the accelerators they load there and skip in a
+sub-interpreter without a word.
 """
 
 from __future__ import annotations
@@ -285,16 +294,11 @@ class _Target:
         function: str | None,
         extra: list[str],
         refs: Iterable[tuple[str, str]] = (),
-        also: list[str] | None = None,
-    ) -> tuple[list[Trial], list[dict[str, Any]]]:
+    ) -> tuple[list[Trial], dict[str, Any]]:
         """Import in the main interpreter of a fresh worker: broken everywhere? And the
         whole tree, with who imported what, where the sub-interpreter stopped short;
-        and whether the (module, name) pairs ``refs`` exist there. Then ``extra`` (one
-        trial each) and ``also``: imports that worked in a sub-interpreter, repeated only
-        to see what they load here (no trial; a failure there proves nothing). The runs,
-        in that order, as far as they got."""
-        names = [module, *extra, *(also or ())]
-        counted = 1 + len(extra)
+        and whether the (module, name) pairs ``refs`` exist there."""
+        names = [module, *extra]
         started = time.perf_counter()
         status, sig, detail, external = "ok", None, "", False
         kind = ""  # the error type, when not the status itself
@@ -346,9 +350,9 @@ class _Target:
                 run.get("error"),
                 elapsed_s=elapsed,
             )
-            for name, run in zip(names[:counted], runs, strict=False)
+            for name, run in zip(names, runs, strict=False)
         ]
-        if len(runs) < counted:
+        if len(runs) < len(names):
             err: dict[str, Any] = {
                 "type": kind or status,
                 "msg": detail,
@@ -361,18 +365,30 @@ class _Target:
             out.append(
                 Trial("main", names[len(runs)], status, err, culprit=culprit, signal=sig, elapsed_s=elapsed)
             )
-        return out, runs
+        return out, (runs[0] if runs else {})
 
-    def pair(self, names: list[str], fresh: bool) -> tuple[dict[str, Any], Trial | None]:
-        """``names`` in two live interpreters at once (``_child.op_pair``): what each looked
+    def pair(self, exts: dict[str, str], fresh: bool) -> tuple[dict[str, Any], Trial | None]:
+        """Extensions (name: file) in two live interpreters at once (``_child.op_pair``): what each looked
         like, or the trial of the one the worker died or hung on. ``fresh``: in a worker
-        forked for it; else in this thread's standing pair worker, whose two interpreters
-        already hold what earlier targets checked (no interpreter to create)."""
+        forked for it; else in the probe's standing pair worker, whose two interpreters
+        already hold what earlier targets checked (no interpreter to create; one request
+        at a time, whichever thread asks)."""
         STATS["pairs"] += 1
-        started = time.perf_counter()
-        worker = self._fork() if fresh else self.prober._pair_worker(self.zygote)
+        if not fresh:
+            with self.prober._pair_lock:
+                return self._pair_request(self.prober._pair_worker(self.zygote), exts)
+        worker = self._fork()
         try:
-            return self._request(worker, "pair", self.deadline, names=names).get("results", {}), None
+            return self._pair_request(worker, exts)
+        finally:
+            worker.close()
+
+    def _pair_request(self, worker: Worker, exts: dict[str, str]) -> tuple[dict[str, Any], Trial | None]:
+        started = time.perf_counter()
+        names = list(exts)
+        try:
+            reply = self._request(worker, "pair", self.deadline, names=names, files=[exts[n] for n in names])
+            return reply.get("results", {}), None
         except ChildGone as gone:
             crumb = worker.breadcrumb() or {}
             blamed = crumb.get("name") if crumb.get("name") in names else names[0]
@@ -382,9 +398,6 @@ class _Target:
             self._at_memory_limit(worker, err)
             elapsed = time.perf_counter() - started
             return {}, Trial("pair", blamed, gone.status, err, signal=gone.signal, elapsed_s=elapsed)
-        finally:
-            if fresh:
-                worker.close()
 
     def finish(self) -> None:
         for worker in self.workers:
@@ -404,7 +417,7 @@ class _Seen:
         self.failed: set[str] = set()  # extensions a sub-interpreter tried and could not load
         self.sub_files: set[str] = set()  # their files (real paths)
         self.in_sub: set[str] = set()  # every module a sub-interpreter ended with
-        self.in_main: set[str] = set()
+        self.sampled: dict[str, ModuleInfo] = {}  # extensions packages load in a main interpreter
         self.missing: dict[tuple[str, str], dict[str, Any]] = {}  # names a sub-interpreter lacked
 
     def absorb(self, raw: dict[str, Any], in_sub: bool = True) -> None:
@@ -421,7 +434,8 @@ class _Seen:
         for m in raw.get("modules", ()):
             info = ModuleInfo.from_json(m)
             self.modules.setdefault(info.name, info)
-            (self.in_sub if in_sub else self.in_main).add(info.name)
+            if in_sub:
+                self.in_sub.add(info.name)
             if in_sub and info.extension and info.name not in failed:
                 self.loaded.add(info.name)
                 if info.file:
@@ -429,16 +443,23 @@ class _Seen:
         for name, (importer, file, line, how) in raw.get("edges", {}).items():
             self.edges.setdefault(name, Edge(importer, file, line, how))
 
+    def sample(self, package: str, loads: list[ModuleInfo]) -> None:
+        """What importing ``package`` loads in a main interpreter; its extensions join the
+        tree (imported by the package) where the sub-interpreter did not have them."""
+        for info in loads:
+            if info.name.startswith(package + "."):
+                self.sampled[info.name] = info
+                self.modules.setdefault(info.name, info)
+                self.edges.setdefault(info.name, Edge(package))
+
     def skipped(self) -> frozenset[str]:
-        """Extensions a main interpreter loaded, of a package the sub-interpreter imported
+        """Extensions a main interpreter loads with a package the sub-interpreter imported
         without loading or trying them: accelerators skipped without a word."""
-        out = set()
-        for name in self.in_main - self.loaded - self.failed:
-            info = self.modules.get(name)
-            top, dot, _ = name.partition(".")
-            if info is not None and info.extension and dot and top in self.in_sub and _foreign(info):
-                out.add(name)
-        return frozenset(out)
+        return frozenset(
+            name
+            for name, info in self.sampled.items()
+            if info.extension and name not in self.loaded and name not in self.failed and _foreign(info)
+        )
 
 
 def _foreign(info: ModuleInfo) -> bool:
@@ -570,6 +591,11 @@ class Prober:
         self._ext_memo: dict[str, Trial] = {}
         self._pair_memo: dict[str, Trial] = {}
         self._dir_memo: dict[str, tuple[str, ...]] = {}
+        self._pair: Worker | None = None  # the standing pair worker, shared by all threads
+        self._pair_lock = threading.Lock()
+        self._sampler: Worker | None = None  # imports installed packages in a main interpreter
+        self._sampler_lock = threading.Lock()
+        self._loads_memo: dict[str, list[ModuleInfo]] = {}
         self._interp: Interpreter | None = None
 
     @property
@@ -615,11 +641,11 @@ class Prober:
             zygote.kill()
 
     def _pair_worker(self, zygote: Zygote) -> Worker:
-        """This thread's standing pair worker (forked from its zygote on first need, or
-        again after it was lost); killed with the zygote when the probe closes."""
-        worker = getattr(self._local, "pair", None)
-        if worker is None or worker.exit is not None or worker.zygote is not zygote:
-            worker = self._local.pair = zygote.fork(self.memory_bytes)
+        """The standing pair worker (under ``_pair_lock``): forked on first need, or again
+        after it was lost, from the asking thread's zygote; killed with it at close."""
+        worker = self._pair
+        if worker is None or worker.exit is not None or not worker.zygote.alive:
+            worker = self._pair = zygote.fork(self.memory_bytes)
         return worker
 
     def _zygote(self, lean: bool = False) -> Zygote:
@@ -726,23 +752,16 @@ class Prober:
             seen.absorb(job.raw)
             trials.extend(self._lazy_trials(job.raw))
             self._drain(run, module, job.raw.get("pending", []), [], trials, seen.absorb)
-            unloaded = self._unloaded_accelerators(seen, interp)
-            if self._needs_main(trials) or seen.missing or unloaded:
+            if self._needs_main(trials) or seen.missing:
                 # Something failed: is it broken in the main interpreter too, and which
-                # extensions of the tree did the sub-interpreter never reach? Are the names
-                # it lacked there in a main interpreter? Which accelerators do the same
-                # imports load there (the deferred ones too, when that is the question)?
-                also = (
-                    [t.candidate for t in trials if t.kind == "lazy" and t.status == "ok"] if unloaded else []
+                # extensions of the tree did the sub-interpreter never reach? Are the
+                # names it lacked there in a main interpreter?
+                main, main_raw = run.main(
+                    module, function, self._blame_candidates(module, trials), seen.missing
                 )
-                blame = self._blame_candidates(module, trials)
-                main, runs = run.main(module, function, blame, seen.missing, list(dict.fromkeys(also))[:16])
                 trials.extend(main)
-                for raw in (runs[:1] + runs[1 + len(blame) :]) if runs else ():
-                    seen.absorb(raw, in_sub=False)
-                trials.extend(
-                    _name_trials(seen.missing, runs[0] if runs else {}, job.trial, main[0], seen.modules)
-                )
+                seen.absorb(main_raw, in_sub=False)
+                trials.extend(_name_trials(seen.missing, main_raw, job.trial, main[0], seen.modules))
                 if job.trial.status != "ok" and main[0].status == "ok":
                     # the job never reached its deferred imports: scan the tree main saw
                     sources = [
@@ -751,6 +770,8 @@ class Prober:
                         if m.origin == "first_party" and m.file and m.file.endswith(".py")
                     ]
                     self._drain(run, module, [], sources, trials, seen.absorb)
+            for package in self._untried_packages(seen, interp):
+                seen.sample(package, self._main_loads(run, package))
             skipped = seen.skipped()
             trials.extend(self._extension_trials(run, seen.modules, seen.loaded, trials, interp, skipped))
             trials.extend(self._pair_trials(run, seen.modules, seen.loaded, trials, skipped))
@@ -768,23 +789,41 @@ class Prober:
             skipped=skipped,
         )
 
-    def _unloaded_accelerators(self, seen: _Seen, interp: Interpreter) -> bool:
-        """Does a package the sub-interpreter imported keep extension files in its own
-        directory that it neither loaded nor tried? Then a main interpreter may load what
-        the sub-interpreter skipped without a word (a package that checks for one first,
-        or falls back wholesale), and is worth asking; else no main pass is spent on it."""
+    def _untried_packages(self, seen: _Seen, interp: Interpreter) -> list[str]:
+        """The installed packages the sub-interpreter imported that keep extension files in
+        their own directory it neither loaded nor tried: a main interpreter may load what
+        the sub-interpreter skipped without a word (the package checked for one first, or
+        fell back wholesale). Only these are worth asking a main interpreter about."""
         suffixes = tuple(interp.ext_suffixes)
-        if not suffixes:
-            return False
-        for name in seen.in_sub:
+        out = []
+        for name in sorted(seen.in_sub):
             info = seen.modules.get(name)
             if info is None or not info.file or not info.file.endswith("__init__.py") or not _foreign(info):
                 continue
-            if any(
-                f not in seen.sub_files for f in self._extension_files(os.path.dirname(info.file), suffixes)
-            ):
-                return True
-        return False
+            files = self._extension_files(os.path.dirname(info.file), suffixes) if suffixes else ()
+            if any(f not in seen.sub_files for f in files):
+                out.append(name)
+        return out
+
+    def _main_loads(self, run: _Target, package: str) -> list[ModuleInfo]:
+        """The extension modules importing ``package`` loads in a main interpreter, once
+        per run: asked of the probe's standing sampler worker, whose main interpreter
+        imports installed packages only, never job code. Empty if it could not tell."""
+        with self._lock:
+            known = self._loads_memo.get(package)
+        if known is not None:
+            return known
+        with self._sampler_lock:
+            if self._sampler is None or self._sampler.exit is not None or not self._sampler.zygote.alive:
+                self._sampler = run.zygote.fork(self.memory_bytes)
+            try:
+                reply = run._request(self._sampler, "loads", run.deadline, package=package)
+            except ChildGone:
+                return []  # a package that kills a main interpreter: no answer, and no verdict on it
+        found = [ModuleInfo.from_json(m) for m in reply.get("modules", ())]
+        with self._lock:
+            self._loads_memo[package] = found
+        return found
 
     def _extension_files(self, directory: str, suffixes: tuple[str, ...]) -> tuple[str, ...]:
         """The extension files directly in ``directory`` (real paths), once per run."""
@@ -969,7 +1008,7 @@ class Prober:
         at once, as a pool runs them: one ``pair`` trial each (``ok``, or what differed).
 
         Memoised per file for this run, recalled from the extension cache across runs.
-        New ones go to the thread's standing pair worker; whatever differs there (or kills
+        New ones go to the probe's standing pair worker; whatever differs there (or kills
         it: blamed on the extension under way, the rest tried again) is checked once more
         alone, in a fresh pair, before it counts: the standing worker's history is not the
         extension's."""
@@ -979,7 +1018,7 @@ class Prober:
         for _ in range(MAX_PAIRS):
             if not todo or not self._pair_budget(run, job_s, todo, out):
                 break
-            found, lost = run.pair(list(todo), fresh=False)
+            found, lost = run.pair({n: str(info.file) for n, info in todo.items()}, fresh=False)
             for name, seen in found.items():
                 info = todo.pop(name, None)
                 if info is None:
@@ -994,7 +1033,7 @@ class Prober:
         for name, info in suspects.items():
             if not self._pair_budget(run, job_s, {name: info}, out):
                 continue
-            found, lost = run.pair([name], fresh=True)
+            found, lost = run.pair({name: str(info.file)}, fresh=True)
             if lost is not None:
                 out.append(self._pair_lost(lost, info, job_s))
             elif name in found:
