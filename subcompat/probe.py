@@ -818,8 +818,8 @@ class Prober:
                 self._sampler = run.zygote.fork(self.memory_bytes)
             try:
                 reply = run._request(self._sampler, "loads", run.deadline, package=package)
-            except ChildGone:
-                return []  # a package that kills a main interpreter: no answer, and no verdict on it
+            except ChildGone:  # it killed or hung a main interpreter: no answer, asked once
+                reply = {}
         found = [ModuleInfo.from_json(m) for m in reply.get("modules", ())]
         with self._lock:
             self._loads_memo[package] = found

@@ -31,6 +31,7 @@ EXTENSIONS: dict[str, tuple[str, dict[str, str]]] = {
     "sc_wholesale._first": ("sc_single.c", {}),
     "sc_wholesale._second": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
     "sc_optional.extra._ext": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
+    "sc_mainhang._speedups": ("sc_single.c", {}),
 }
 
 PACKAGES: dict[str, tuple[str | None, str]] = {
@@ -91,6 +92,16 @@ except ImportError:
         '''"""Pure Python; an optional extension sits in a subpackage it does not import."""\n''',
     ),
     "sc_optional.extra": (None, ""),
+    "sc_mainhang": (
+        "sc-mainhang",
+        '''"""Hangs when imported in a main interpreter; a sub-interpreter never tries its accelerator."""
+import _interpreters
+
+if _interpreters.get_current() == _interpreters.get_main():
+    while True:
+        pass
+''',
+    ),
 }
 
 

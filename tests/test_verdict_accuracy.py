@@ -243,3 +243,14 @@ def test_a_main_interpreter_is_asked_only_about_packages_with_untried_extension_
         result = prober.probe(module)
         assert sorted(prober._loads_memo) == asked
     assert [t for t in result.trials if t.kind == "main"] == []
+
+
+def test_a_package_that_hangs_a_main_interpreter_costs_the_budget_not_the_verdict(probe_app):
+    """sc_mainhang loads fine in a sub-interpreter and hangs in a main one: asking the
+    sampler about its untried extension file ends with the budget, and says nothing."""
+    import time
+
+    started = time.monotonic()
+    v = probe_app.check("sc_mainhang", timeout=3)["sc_mainhang"]
+    assert time.monotonic() - started < 3 + 5
+    assert v.verdict == COMPATIBLE, v.reason
