@@ -36,6 +36,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from subcompat._records import (
+    Breadcrumb,
+    ExtensionFailure,
+    TrialError,
+    parse_breadcrumb,
+    parse_error,
+    parse_failures,
+)
 from subcompat._transport import STATS, ChildGone, ProbeError, Worker, Zygote
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
 
@@ -47,6 +55,8 @@ except ImportError:  # pragma: no cover - a build without it
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any
+
+    from subcompat._records import TrialKind, TrialStatus
 
 __all__ = ["STATS", "ProbeError", "Prober", "ProbeResult", "Trial", "Interpreter", "split_target"]
 
@@ -131,18 +141,32 @@ class Interpreter:
 class Trial:
     """One candidate in one fresh interpreter (or, for kind ``main``, a fresh process)."""
 
-    kind: str  # job | lazy | extension | classify | main | name | pair
+    kind: TrialKind
     candidate: str
-    status: str  # ok | failed | crash | timeout | missing
-    error: dict[str, Any] | None = None
-    failures: tuple[dict[str, Any], ...] = ()  # extension loads that raised, from the hook
-    culprit: dict[str, Any] | None = None  # for crash/timeout: the extension being loaded
+    status: TrialStatus
+    error: TrialError | None = None
+    failures: tuple[ExtensionFailure, ...] = ()  # extension loads that raised, from the hook
+    culprit: Breadcrumb | None = None  # for crash/timeout: what the worker had under way
     signal: int | None = None
     edge: Edge | None = None
     file: str | None = None
     cached: bool = False
     shared_gil: bool | None = None  # extension loads with a shared GIL (multi-phase, no slot)
     elapsed_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Raw JSON (from the child, the cache, a hand-built test) is parsed here, once."""
+        if self.error is not None and not isinstance(self.error, TrialError):
+            object.__setattr__(self, "error", parse_error(self.error))
+        if not all(isinstance(f, ExtensionFailure) for f in self.failures):
+            object.__setattr__(self, "failures", parse_failures(self.failures))
+        if self.culprit is not None and not isinstance(self.culprit, Breadcrumb):
+            object.__setattr__(self, "culprit", parse_breadcrumb(self.culprit))
+
+    @property
+    def lost_to_budget(self) -> bool:
+        """Not run, or cut off, because the target's budget ran out."""
+        return self.error is not None and self.error.type == "budget"
 
 
 @dataclass(frozen=True)
@@ -163,16 +187,18 @@ class ProbeResult:
         """Why this result says more about this run than about the module (a limit was
         hit, someone killed the probe, the probe broke), or None: not a fact to cache."""
         for t in self.trials:
-            error = t.error or {}
             if t.status == "timeout":
                 return "a time limit"
-            if error.get("external"):
+            error = t.error
+            if error is None:
+                continue
+            if error.external:
                 return "an external kill"
-            if error.get("memory_limit"):
+            if error.memory_limit:
                 return "the memory limit"
-            if error.get("type") == PROBE_FAILURE:
+            if error.type == PROBE_FAILURE:
                 return "a probe failure"
-            if is_memory_error(error):
+            if error.is_memory_error:
                 return "the memory limit"
         return None
 
@@ -180,18 +206,14 @@ class ProbeResult:
 def blame_key(t: Trial, module: str) -> str:
     """The import to retry in a main interpreter for a crash or hang: the deferred
     import under way when it happened, else the trial's own candidate."""
-    crumb = (t.culprit or {}).get("candidate")
+    crumb = t.culprit.candidate if t.culprit else None
     if crumb:
-        return str(crumb)
+        return crumb
     return module if t.kind == "job" else t.candidate
 
 
-def is_memory_error(error: dict[str, Any] | None) -> bool:
-    if not error:
-        return False
-    return error.get("type") == "MemoryError" or any(
-        c.get("type") == "MemoryError" for c in error.get("chain") or ()
-    )
+def is_memory_error(error: TrialError | None) -> bool:
+    return error is not None and error.is_memory_error
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -238,7 +260,7 @@ class _Target:
         )
 
     def _spent(self, kind: str, candidate: str, why: str) -> _Run:
-        return _Run(Trial(kind, candidate, "timeout", {"type": "budget", "msg": why}), {})
+        return _Run(Trial(kind, candidate, "timeout", TrialError("budget", why)), {})
 
     def trial(self, kind: str, candidate: str, **req: Any) -> _Run:
         """One fresh sub-interpreter in this target's worker (a new worker after a loss)."""
@@ -255,38 +277,39 @@ class _Target:
             raw = self._request(self.worker, "trial", self.sub_deadline, **req)
         except ChildGone as gone:
             return _Run(self._lost(kind, candidate, gone, time.perf_counter() - started), {})
-        error = raw.get("error")
+        error = parse_error(raw.get("error"))
         trial = Trial(
             kind,
             candidate,
             "ok" if error is None else "failed",
             error,
-            failures=tuple(raw.get("failures", ())),
+            failures=parse_failures(raw.get("failures")),
             elapsed_s=time.perf_counter() - started,
         )
         return _Run(trial, raw)
 
     def _lost(self, kind: str, candidate: str, gone: ChildGone, elapsed: float) -> Trial:
         worker, self.worker = self.worker, None
-        culprit = worker.breadcrumb() if worker is not None else None
+        culprit = parse_breadcrumb(worker.breadcrumb()) if worker is not None else None
         detail = gone.detail
         if gone.status == "timeout":
             detail = f"timeout: still running after {elapsed:.1f}s of the {self.budget:g}s budget"
-        err = {"type": gone.status, "msg": detail, "stderr": worker.stderr_tail() if worker else ""}
-        if not gone.ours and gone.signal == signal.SIGKILL:
-            err["external"] = True  # not us: the OOM killer, or someone's kill -9
-        self._at_memory_limit(worker, err)
+        err = self._lost_error(worker, gone.status, detail, _external(gone))
         return Trial(
             kind, candidate, gone.status, err, culprit=culprit, signal=gone.signal, elapsed_s=elapsed
         )
 
-    def _at_memory_limit(self, worker: Worker | None, err: dict[str, Any]) -> None:
-        """A worker that died or hung with its peak RSS at the limit was starved, not stuck."""
+    def _lost_error(self, worker: Worker | None, kind: str, msg: str, external: bool) -> TrialError:
+        """What a lost worker tells: its last output, and whether it was starved, not
+        stuck (it died or hung with its peak RSS at the limit)."""
         limit = self.prober.memory_mb
         peak = worker.maxrss_kb if worker is not None else None
-        if limit and peak and peak >= limit * 1024 * 0.9:
-            err["memory_limit"] = True
-            err["msg"] += f" (the worker reached the memory limit: {peak >> 10} of {limit} MiB, --memory)"
+        starved = bool(limit and peak and peak >= limit * 1024 * 0.9)
+        if starved:
+            assert peak is not None
+            msg += f" (the worker reached the memory limit: {peak >> 10} of {limit} MiB, --memory)"
+        stderr = worker.stderr_tail() if worker is not None else ""
+        return TrialError(kind, msg, stderr=stderr, external=external, memory_limit=starved)
 
     def main(
         self,
@@ -325,7 +348,7 @@ class _Target:
             )
         except ChildGone as gone:
             status, sig, detail = gone.status, gone.signal, gone.detail
-            external = not gone.ours and gone.signal == signal.SIGKILL
+            external = _external(gone)
             if status == "timeout":
                 spent = time.perf_counter() - started
                 detail = f"timeout: no answer within {spent:.1f}s in a main interpreter"
@@ -342,26 +365,13 @@ class _Target:
             grace = self.deadline + 10.0  # our own code: a little past the budget
             runs = [self._request(describer, "describe", grace, result=r)["result"] for r in runs]
         elapsed = time.perf_counter() - started
-        out = [
-            Trial(
-                "main",
-                name,
-                "ok" if run.get("error") is None else "failed",
-                run.get("error"),
-                elapsed_s=elapsed,
-            )
-            for name, run in zip(names, runs, strict=False)
-        ]
+        out = []
+        for name, run in zip(names, runs, strict=False):
+            error = parse_error(run.get("error"))
+            out.append(Trial("main", name, "ok" if error is None else "failed", error, elapsed_s=elapsed))
         if len(runs) < len(names):
-            err: dict[str, Any] = {
-                "type": kind or status,
-                "msg": detail,
-                "stderr": worker.stderr_tail() if worker else "",
-            }
-            if external:
-                err["external"] = True
-            self._at_memory_limit(worker, err)
-            culprit = worker.breadcrumb() if worker else None
+            err = self._lost_error(worker, kind or status, detail, external)
+            culprit = parse_breadcrumb(worker.breadcrumb()) if worker else None
             out.append(
                 Trial("main", names[len(runs)], status, err, culprit=culprit, signal=sig, elapsed_s=elapsed)
             )
@@ -390,12 +400,9 @@ class _Target:
             reply = self._request(worker, "pair", self.deadline, names=names, files=[exts[n] for n in names])
             return reply.get("results", {}), None
         except ChildGone as gone:
-            crumb = worker.breadcrumb() or {}
-            blamed = crumb.get("name") if crumb.get("name") in names else names[0]
-            err = {"type": gone.status, "msg": gone.detail, "stderr": worker.stderr_tail()}
-            if not gone.ours and gone.signal == signal.SIGKILL:
-                err["external"] = True
-            self._at_memory_limit(worker, err)
+            crumb = parse_breadcrumb(worker.breadcrumb())
+            blamed = crumb.name if crumb is not None and crumb.name in names else names[0]
+            err = self._lost_error(worker, gone.status, gone.detail, _external(gone))
             elapsed = time.perf_counter() - started
             return {}, Trial("pair", blamed, gone.status, err, signal=gone.signal, elapsed_s=elapsed)
 
@@ -404,6 +411,11 @@ class _Target:
             worker.discard()
         self.workers.clear()
         self.worker = None
+
+
+def _external(gone: ChildGone) -> bool:
+    """Not us: the OOM killer, or someone's kill -9."""
+    return not gone.ours and gone.signal == signal.SIGKILL
 
 
 class _Seen:
@@ -421,16 +433,15 @@ class _Seen:
         self.missing: dict[tuple[str, str], dict[str, Any]] = {}  # names a sub-interpreter lacked
 
     def absorb(self, raw: dict[str, Any], in_sub: bool = True) -> None:
-        failures = [
-            *raw.get("failures", ()),
-            *(f for lz in raw.get("lazy", ()) for f in lz.get("failures", ())),
-        ]
-        failed = {f["name"] for f in failures}
+        failures = parse_failures(
+            [*raw.get("failures", ()), *(f for lz in raw.get("lazy", ()) for f in lz.get("failures", ()))]
+        )
+        failed = {f.name for f in failures}
         if in_sub:
             for ref in raw.get("refs", ()):
                 self.missing.setdefault((ref["module"], ref["attr"]), ref)
             self.failed |= failed
-            self.sub_files.update(os.path.realpath(f["file"]) for f in failures if f.get("file"))
+            self.sub_files.update(os.path.realpath(f.file) for f in failures if f.file)
         for m in raw.get("modules", ()):
             info = ModuleInfo.from_json(m)
             self.modules.setdefault(info.name, info)
@@ -491,7 +502,7 @@ def _name_trials(
                 "name",
                 f"{module}.{attr}",
                 "failed" if state == "present" else "missing",
-                {"type": "ImportError" if how == "from" else "AttributeError", "msg": _lacks(ref["state"])},
+                TrialError("ImportError" if how == "from" else "AttributeError", _lacks(ref["state"])),
                 edge=Edge(importer, file, line, how),
             )
         )
@@ -516,18 +527,17 @@ def _failed_on_a_name(job: Trial, main_job: Trial, modules: dict[str, ModuleInfo
     """The job's own import stopped on ``mod.Name`` / ``from mod import Name`` at a
     first-party line, for a module that is not first-party, and a main interpreter
     got through the same import: a C-only name."""
-    error = job.error or {}
-    found = error.get("attr")
-    if job.status != "failed" or main_job.status != "ok" or not found:
+    error = job.error
+    if job.status != "failed" or main_job.status != "ok" or error is None or error.attr is None:
         return None
-    module, attr = found[0], found[1]
+    module, attr = error.attr.module, error.attr.name
     owner = modules.get(module)
-    where_file, _, where_line = str(error.get("where") or "").rpartition(":")
+    where_file, _, where_line = (error.where or "").rpartition(":")
     here = next((m for m in modules.values() if m.file == where_file and _own(m)), None)
     if here is None or (owner is not None and _own(owner)) or not where_line.isdigit():
         return None
-    how = "from" if error.get("type") == "ImportError" else "attribute"
-    failure = {"type": error.get("type", "AttributeError"), "msg": error.get("msg", ""), "at_import": True}
+    how = "from" if error.type == "ImportError" else "attribute"
+    failure = TrialError(error.type, error.msg, at_import=True)
     return Trial(
         "name", f"{module}.{attr}", "failed", failure, edge=Edge(here.name, where_file, int(where_line), how)
     )
@@ -848,7 +858,7 @@ class Prober:
         for t in trials:
             if t.status not in ("ok", "missing"):
                 return True
-            if any(SUBINTERP_MESSAGE not in f.get("msg", "") for f in t.failures):
+            if any(SUBINTERP_MESSAGE not in f.msg for f in t.failures):
                 return True
         return False
 
@@ -882,7 +892,7 @@ class Prober:
         A fixpoint over what was tried: a name is attempted once per target, whatever
         re-imports it, so a module whose ``__getattr__`` imports itself ends."""
         tried = {t.candidate for t in trials if t.kind == "lazy"}
-        tried.update((t.culprit or {}).get("candidate") or "" for t in trials)
+        tried.update(t.culprit.candidate or "" for t in trials if t.culprit)
         tried.discard("")
         while True:
             pending = [p for p in pending if p[0] not in tried]
@@ -905,9 +915,10 @@ class Prober:
             trials.extend(new)
             tried.update(t.candidate for t in new)
             if nxt.trial.status in ("crash", "timeout"):
-                cand = (nxt.trial.culprit or {}).get("candidate") or (pending[0][0] if pending else None)
+                crumb = nxt.trial.culprit.candidate if nxt.trial.culprit else None
+                cand = crumb or (pending[0][0] if pending else None)
                 trials.append(dataclasses.replace(nxt.trial, candidate=cand or nxt.trial.candidate))
-                if cand is None or (nxt.trial.error or {}).get("type") == "budget":
+                if cand is None or nxt.trial.lost_to_budget:
                     return
                 tried.add(cand)
                 names = [p[0] for p in pending]
@@ -921,15 +932,15 @@ class Prober:
         out = []
         for entry in raw.get("lazy", ()):
             importer, file, line, how = entry["edge"]
-            error = entry.get("error")
-            status = "ok" if error is None else ("missing" if entry.get("missing") else "failed")
+            error = parse_error(entry.get("error"))
+            status: TrialStatus = "ok" if error is None else ("missing" if entry.get("missing") else "failed")
             out.append(
                 Trial(
                     "lazy",
                     entry["module"],
                     status,
                     error,
-                    failures=tuple(entry.get("failures", ())),
+                    failures=parse_failures(entry.get("failures")),
                     edge=Edge(importer, file, line, how),
                 )
             )
@@ -951,11 +962,11 @@ class Prober:
         are classified (does it load with a shared GIL?). Results are memoised per
         file for this run and recalled from the cache across runs.
         """
-        failed: dict[str, dict[str, Any]] = {}
+        failed: dict[str, ExtensionFailure] = {}
         for t in trials:
             for f in t.failures:
-                failed.setdefault(f["name"], f)
-        settled = {t.culprit["name"] for t in trials if t.culprit and t.culprit.get("name")}
+                failed.setdefault(f.name, f)
+        settled = {t.culprit.name for t in trials if t.culprit and t.culprit.name}
         quiet = all(t.status in ("ok", "missing") for t in trials)
         if not failed and not settled and not skipped and quiet:
             return []
@@ -963,8 +974,8 @@ class Prober:
             m.name: m for m in modules.values() if m.extension and m.file and m.name not in loaded
         }
         for name, f in failed.items():
-            if name not in todo and f.get("file"):
-                todo[name] = modules.get(name) or ModuleInfo(name, f["file"], "unknown", True)
+            if name not in todo and f.file:
+                todo[name] = modules.get(name) or ModuleInfo(name, f.file, "unknown", True)
         out: list[Trial] = []
         for name, info in sorted(todo.items()):
             if name in settled:
@@ -975,15 +986,14 @@ class Prober:
                 continue
             if name in failed:  # the hook saw it fail; only the classification is missing
                 f = failed[name]
-                trial = Trial(
-                    "extension", name, "failed", {"type": f["type"], "msg": f["msg"]}, failures=(f,)
-                )
+                trial = Trial("extension", name, "failed", f.error, failures=(f,))
             else:
                 trial = run.trial("extension", name, mode="load", name=name, file=info.file).trial
             if (
                 trial.status == "failed"
                 and interp.can_classify
-                and SUBINTERP_MESSAGE in (trial.error or {}).get("msg", "")
+                and trial.error is not None
+                and SUBINTERP_MESSAGE in trial.error.msg
             ):
                 shared = run.trial(
                     "classify", name, mode="load", name=name, file=info.file, shared_gil=True
@@ -1070,7 +1080,7 @@ class Prober:
         if run.deadline - time.monotonic() >= max(MIN_PAIR_S, 2 * job_s):
             return True
         why = f"timeout: probe budget of {run.budget:g}s used up before the {PAIR_MARK} check"
-        out.extend(Trial("pair", n, "timeout", {"type": "budget", "msg": why}) for n in names)
+        out.extend(Trial("pair", n, "timeout", TrialError("budget", why)) for n in names)
         return False
 
     def _pair_seen(self, name: str, info: ModuleInfo, seen: dict[str, Any]) -> Trial:
@@ -1080,9 +1090,7 @@ class Prober:
         if state == "ok":
             trial = Trial("pair", name, "ok", file=info.file)
         elif state == "unchecked":
-            trial = Trial(
-                "pair", name, "missing", {"type": state, "msg": str(seen.get("detail"))}, file=info.file
-            )
+            trial = Trial("pair", name, "missing", TrialError(state, str(seen.get("detail"))), file=info.file)
         else:
             if state == "shared":
                 attrs = ", ".join(seen.get("attrs") or ())
@@ -1092,7 +1100,7 @@ class Prober:
                 )
             else:
                 msg = f"fails in the second of {PAIR_MARK} ({seen.get('detail')}), though one alone loads it"
-            trial = Trial("pair", name, "failed", {"type": state, "msg": msg}, file=info.file)
+            trial = Trial("pair", name, "failed", TrialError(str(state), msg), file=info.file)
         with self._lock:
             self._pair_memo[info.file or name] = trial
         return trial
@@ -1100,14 +1108,16 @@ class Prober:
     def _pair_lost(self, lost: Trial, info: ModuleInfo, job_s: float) -> Trial:
         """A pair that died or hung. A hang in little more time than one interpreter took
         to import the job proves nothing: the budget ran out."""
-        err = dict(lost.error or {})
+        err = lost.error or TrialError(lost.status)
         what = "hung" if lost.status == "timeout" else "crashed the process"
         if lost.status == "timeout" and lost.elapsed_s < max(MIN_PAIR_S, 3 * job_s):
-            err.update(type="budget", msg=f"timeout: probe budget used up during the {PAIR_MARK} check")
+            err = dataclasses.replace(
+                err, type="budget", msg=f"timeout: probe budget used up during the {PAIR_MARK} check"
+            )
         else:
-            err["msg"] = f"{what} when {PAIR_MARK} used it at once ({err.get('msg', '')})"
+            err = dataclasses.replace(err, msg=f"{what} when {PAIR_MARK} used it at once ({err.msg})")
         trial = dataclasses.replace(lost, error=err, file=info.file)
-        if lost.status == "crash" and not err.get("external"):
+        if lost.status == "crash" and not err.external:
             with self._lock:
                 self._pair_memo[info.file or lost.candidate] = trial
         return trial
@@ -1127,7 +1137,7 @@ class Prober:
             return None
         if cached.status == "ok":
             return Trial("pair", info.name, "ok", file=info.file, cached=True)
-        if PAIR_MARK in (cached.error or {}).get("msg", ""):
+        if cached.error is not None and PAIR_MARK in cached.error.msg:
             return dataclasses.replace(cached, kind="pair", status="failed")
         return None
 

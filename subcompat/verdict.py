@@ -8,12 +8,13 @@ the way. Everything else names why.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
-import struct
 from dataclasses import dataclass
 
+from subcompat._records import TrialError, parse_error
+from subcompat._toolchain import MARKERS as _TOOLCHAINS  # noqa: F401 - read by the tests
+from subcompat._toolchain import toolchain_of
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
 from subcompat.probe import (
     PROBE_FAILURE,
@@ -27,7 +28,9 @@ from subcompat.probe import (
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO
+    from typing import Any
+
+    from subcompat._records import RawError
 
 COMPATIBLE = "compatible"
 DEGRADED = "degraded"
@@ -52,14 +55,6 @@ SEVERITY = {
 }
 
 _SHORT_NAME = re.compile(r"module (?P<name>[\w.]+) does not support loading in subinterpreters")
-# Markers compiled into extension binaries by the usual toolchains.
-_TOOLCHAINS = (
-    (b"pyo3", "PyO3"),
-    (b"__pyx_", "Cython"),
-    (b"CPyStatics", "mypyc"),
-    (b"pybind11", "pybind11"),
-    (b"nanobind", "nanobind"),
-)
 
 
 @dataclass(frozen=True)
@@ -173,77 +168,12 @@ class ExtensionVerdict:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def toolchain_of(file: str | None, limit: int = 64 << 20) -> str | None:
-    """Which toolchain built an extension binary, from the markers it leaves."""
-    if not file:
-        return None
-    try:
-        st = os.stat(file)
-    except OSError:
-        return None
-    return _toolchain_of(file, st.st_size, st.st_mtime_ns, limit)
-
-
-@functools.lru_cache(maxsize=256)
-def _toolchain_of(file: str, size: int, mtime_ns: int, limit: int) -> str | None:
-    """Once per file version and run. In an ELF binary only the sections that hold strings
-    and symbol names are read (a tenth of the bytes; same answer on the 514 extension
-    binaries of this machine); anything else is read whole, up to ``limit``."""
-    found: set[bytes] = set()
-    try:
-        with open(file, "rb") as fh:
-            spans = _elf_string_sections(fh)
-            if spans is None:
-                fh.seek(0)
-                spans = [(0, min(size, limit))]
-            for offset, length in spans:
-                fh.seek(offset)
-                data = fh.read(min(length, limit))
-                found.update(marker for marker, _ in _TOOLCHAINS if marker in data)
-    except (OSError, ValueError, struct.error):
-        return None
-    # priority order: PyO3 binaries may contain "pybind11" strings, not vice versa
-    return next((name for marker, name in _TOOLCHAINS if marker in found), None)
-
-
-_STRING_SECTIONS = (".rodata", ".dynstr", ".strtab", ".comment", ".data")  # .data.rel.ro too
-
-
-def _elf_string_sections(fh: BinaryIO) -> list[tuple[int, int]] | None:
-    """(offset, size) of the sections where toolchain names end up, or None if not ELF."""
-    head = fh.read(64)
-    if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2):
-        return None
-    end = "<" if head[5] == 1 else ">"
-    if head[4] == 2:
-        (shoff,) = struct.unpack_from(end + "Q", head, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", head, 0x3A)
-        fmt = end + "IIQQQQ"
-    else:
-        (shoff,) = struct.unpack_from(end + "I", head, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", head, 0x2E)
-        fmt = end + "IIIIII"
-    if not shnum or shstrndx >= shnum:
-        return None
-    fh.seek(shoff)
-    table = fh.read(shentsize * shnum)
-    # name offset, type, flags, address, file offset, size
-    headers = [struct.unpack_from(fmt, table, i * shentsize) for i in range(shnum)]
-    fh.seek(headers[shstrndx][4])
-    names = fh.read(headers[shstrndx][5])
-    spans = []
-    for name_at, kind, _, _, offset, length in headers:
-        name = names[name_at : names.find(b"\0", name_at)].decode("ascii", "replace")
-        if kind != 8 and name.startswith(_STRING_SECTIONS):  # 8: SHT_NOBITS (.bss), nothing on disk
-            spans.append((offset, length))
-    return spans or None
-
-
 def explain(
-    error: dict[str, Any] | None, shared_gil: bool | None, toolchain: str | None
+    error: TrialError | RawError | None, shared_gil: bool | None, toolchain: str | None
 ) -> tuple[str, str | None]:
     """(reason, kind) for an extension that failed to load in a sub-interpreter."""
-    msg = (error or {}).get("msg", "")
+    error = parse_error(error)
+    msg = _msg(error)
     if "PyO3" in msg:
         return msg, "pyo3"
     if "Interpreter change detected" in msg:
@@ -266,60 +196,80 @@ def explain(
         if toolchain:
             reason += f"; built with {toolchain}"
         return reason, kind
-    return (f"{error.get('type', 'Error')}: {msg}" if error else "failed to load"), None
+    return (error.short if error else "failed to load"), None
 
 
 def decide(result: ProbeResult) -> Verdict:
+    """One verdict per target: the passes below each add what they find to ``_Findings``,
+    worst first wins; then errors and an unfinished probe have their say."""
     interp = result.interpreter
     tree = result.tree
-    files = _dependency_files(tree)
-    stamps = tuple(sorted({m.dist_stamp for m in tree.modules if m.dist_stamp}))
     base = dict(
         target=result.target,
         python=interp.python,
-        files=files,
-        dist_stamps=stamps,
+        files=_dependency_files(tree),
+        dist_stamps=tuple(sorted({m.dist_stamp for m in tree.modules if m.dist_stamp})),
         elapsed_s=result.elapsed_s,
     )
     if interp.unsupported:
         return Verdict(verdict=UNSUPPORTED, reason=interp.unsupported, **base)
+    ev = _Evidence(result)
+    found = _Findings()
+    for rule in _PASSES:
+        rule(ev, found)
+    ext_verdicts = _extension_verdicts(result, ev.exts, found.culprits, found.degraded)
+    worst, reason = _conclude(result, found)
+    return Verdict(
+        verdict=worst,
+        reason=reason,
+        culprits=tuple(sorted(found.culprits.values(), key=lambda c: c.module)),
+        degraded=tuple(sorted(found.degraded.values(), key=lambda c: c.module)),
+        notes=tuple(found.notes),
+        extensions=ext_verdicts,
+        transient=result.transient or "",
+        **base,
+    )
 
-    module, function = split_target(result.target)
-    job = _first(result.trials, "job")
-    main = next((t for t in result.trials if t.kind == "main" and t.candidate == module), None)
-    exts = {t.candidate: t for t in result.trials if t.kind == "extension"}
-    notes: list[str] = []
-    errors: list[str] = []  # broken in any interpreter, or the probe could not finish
-    unfinished: list[str] = []  # the budget ran out first
-    culprits: dict[str, Culprit] = {}
-    degraded: dict[str, Culprit] = {}
-    worst = COMPATIBLE
-    reason = ""
 
-    def worse(v: str, why: str) -> None:
-        nonlocal worst, reason
-        if SEVERITY[v] > SEVERITY[worst]:
-            worst, reason = v, why
+class _Evidence:
+    """The trials of one probe result, indexed once for every pass."""
 
-    def culprit_from(
-        name: str, file: str | None, error: dict[str, Any] | None, status: str, shared_gil: bool | None = None
+    def __init__(self, result: ProbeResult) -> None:
+        self.result = result
+        self.tree = result.tree
+        self.module = split_target(result.target)[0]
+        self.job = _first(result.trials, "job")
+        self.main = next((t for t in result.trials if t.kind == "main" and t.candidate == self.module), None)
+        self.exts = {t.candidate: t for t in result.trials if t.kind == "extension"}
+        # a job whose import stopped on a C-only name: the name is the culprit, the
+        # extensions its package skipped on the way are degraded
+        self.on_a_name = any(
+            t.kind == "name" and t.status == "failed" and t.error is not None and t.error.at_import
+            for t in result.trials
+        )
+
+    def culprit(
+        self,
+        name: str,
+        file: str | None,
+        error: TrialError | None,
+        status: str,
+        shared_gil: bool | None = None,
     ) -> Culprit:
-        ext = exts.get(name)
+        """``name`` as a culprit: where it is, what built it, and why it failed."""
+        ext = self.exts.get(name)
         if shared_gil is None and ext is not None:
             shared_gil = ext.shared_gil
-        info = _lookup(tree, name, file)
+        info = _lookup(self.tree, name, file)
         tc = toolchain_of(file or (info.file if info else None))
         if status == CRASH:
-            why, kind = (
-                f"crashed the interpreter while loading in a sub-interpreter ({_msg(error)})",
-                None,
-            )
+            why = f"crashed the interpreter while loading in a sub-interpreter ({_msg(error)})"
+            kind = None
         elif status == TIMEOUT:
             why, kind = f"did not finish loading in a sub-interpreter ({_msg(error)})", None
         else:
             why, kind = explain(error, shared_gil, tc)
-        chain = tuple(tree.chain(name)) if info else ()
-        edge = _first_party_edge(tree, name)
+        edge = _first_party_edge(self.tree, name)
         return Culprit(
             module=name,
             file=file or (info.file if info else None),
@@ -329,177 +279,206 @@ def decide(result: ProbeResult) -> Verdict:
             status=status,
             kind=kind,
             toolchain=tc,
-            chain=chain,
+            chain=tuple(self.tree.chain(name)) if info else (),
             import_file=edge.file if edge else None,
             import_line=edge.line if edge else None,
         )
 
-    def add(c: Culprit) -> None:
-        prev = culprits.get(c.module)
+
+@dataclass
+class _Findings:
+    """What the passes of ``decide`` found so far."""
+
+    worst: str = COMPATIBLE
+    reason: str = ""
+    culprits: dict[str, Culprit] = dataclasses.field(default_factory=dict)
+    degraded: dict[str, Culprit] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)  # broken anywhere, or the probe broke
+    unfinished: list[str] = dataclasses.field(default_factory=list)  # the budget ran out first
+
+    def worse(self, verdict: str, why: str) -> None:
+        if SEVERITY[verdict] > SEVERITY[self.worst]:
+            self.worst, self.reason = verdict, why
+
+    def add(self, c: Culprit) -> None:
+        prev = self.culprits.get(c.module)
         if prev is None or SEVERITY[c.status] > SEVERITY[prev.status]:
-            culprits[c.module] = c
+            self.culprits[c.module] = c
 
-    # crashes and hangs, wherever they happened; blamed on sub-interpreters only when a
-    # main interpreter got through the same import
-    main_lost = {
-        t.candidate: t
-        for t in result.trials
-        if t.kind == "main" and t.status in (CRASH, TIMEOUT) and (t.error or {}).get("type") != "budget"
-    }
-    for t in result.trials:
-        if t.status not in (CRASH, TIMEOUT):
-            continue
-        kind = (t.error or {}).get("type")
-        if kind == "budget":
-            unfinished.append(f"{_msg(t.error)} before {t.candidate} was checked")
-            continue
-        if kind == PROBE_FAILURE:
-            errors.append(_msg(t.error))
-            continue
-        if t.kind == "pair":  # one interpreter got through: below
-            continue
-        crumb = t.culprit or {}
-        name = crumb.get("name") or crumb.get("candidate") or t.candidate
-        file = crumb.get("file") or t.file
-        same = main_lost.get(blame_key(t, module))
-        if t.kind == "main" or same is not None:
-            errors.append(_everywhere(same or t, name))
-            continue
-        add(culprit_from(name, file, t.error, t.status))
-        worse(t.status, f"{name}: {t.error.get('msg') if t.error else t.status}")
 
-    # a job whose import stopped on a C-only name: the name is the culprit, the
-    # extensions its package skipped on the way are degraded (below)
-    on_a_name = any(
-        t.kind == "name" and t.status == "failed" and (t.error or {}).get("at_import") for t in result.trials
+def _at_edge(c: Culprit, edge: Edge | None) -> Culprit:
+    """``c`` pointing at the import statement ``edge`` (a deferred import's)."""
+    return dataclasses.replace(
+        c, import_file=edge.file if edge else None, import_line=edge.line if edge else None
     )
 
-    # the job module itself
-    if job is not None and job.status == "failed":
-        if main is not None and main.status == "failed":
-            msg = _limit_reason(main.error, result) or _short_error(main.error)
-            worse(ERROR, f"fails in the main interpreter too, so this is a bug in the module: {msg}")
-        elif main is not None and main.status in (CRASH, TIMEOUT):
-            pass  # counted above
-        else:
-            for f in () if on_a_name else job.failures:
-                add(culprit_from(f["name"], f.get("file"), f, INCOMPATIBLE))
-            why = _short_error(job.error)
-            if not job.failures and not on_a_name:  # failed without an extension failing: use the message
-                name = _map_short_name(tree, job.error)
-                if name:
-                    add(culprit_from(name, None, job.error, INCOMPATIBLE))
-            worse(INCOMPATIBLE, why)
 
-    # deferred imports
-    for t in result.trials:
-        if t.kind != "lazy" or t.status in ("ok",):
+def _crashes_and_hangs(ev: _Evidence, found: _Findings) -> None:
+    """Crashes and hangs, wherever they happened; blamed on sub-interpreters only when a
+    main interpreter got through the same import."""
+    trials = ev.result.trials
+    main_lost = {
+        t.candidate: t
+        for t in trials
+        if t.kind == "main" and t.status in (CRASH, TIMEOUT) and not t.lost_to_budget
+    }
+    for t in trials:
+        if t.status not in (CRASH, TIMEOUT):
+            continue
+        if t.lost_to_budget:
+            found.unfinished.append(f"{_msg(t.error)} before {t.candidate} was checked")
+            continue
+        if t.error is not None and t.error.type == PROBE_FAILURE:
+            found.errors.append(_msg(t.error))
+            continue
+        if t.kind == "pair":  # one interpreter got through: _pair_failures
+            continue
+        crumb = t.culprit
+        name = (crumb and (crumb.name or crumb.candidate)) or t.candidate
+        file = (crumb and crumb.file) or t.file
+        same = main_lost.get(blame_key(t, ev.module))
+        if t.kind == "main" or same is not None:
+            found.errors.append(_everywhere(same or t, name))
+            continue
+        found.add(ev.culprit(name, file, t.error, t.status))
+        found.worse(t.status, f"{name}: {t.error.msg if t.error else t.status}")
+
+
+def _job_failure(ev: _Evidence, found: _Findings) -> None:
+    """The job module itself failed to import in a sub-interpreter."""
+    job, main = ev.job, ev.main
+    if job is None or job.status != "failed":
+        return
+    if main is not None and main.status == "failed":
+        msg = _limit_reason(main.error, ev.result) or _short_error(main.error)
+        found.worse(ERROR, f"fails in the main interpreter too, so this is a bug in the module: {msg}")
+        return
+    if main is not None and main.status in (CRASH, TIMEOUT):
+        return  # counted by _crashes_and_hangs
+    for f in () if ev.on_a_name else job.failures:
+        found.add(ev.culprit(f.name, f.file, f.error, INCOMPATIBLE))
+    if not job.failures and not ev.on_a_name:  # failed without an extension failing: use the message
+        name = _map_short_name(ev.tree, job.error)
+        if name:
+            found.add(ev.culprit(name, None, job.error, INCOMPATIBLE))
+    found.worse(INCOMPATIBLE, _short_error(job.error))
+
+
+def _deferred_imports(ev: _Evidence, found: _Findings) -> None:
+    """Deferred imports that were not installed (a note), or failed here (a culprit) or
+    everywhere (an error)."""
+    for t in ev.result.trials:
+        if t.kind != "lazy" or t.status == "ok":
             continue
         if t.status == "missing":
-            notes.append(f"deferred import {t.candidate} is not installed ({_short_error(t.error)})")
+            found.notes.append(f"deferred import {t.candidate} is not installed ({_short_error(t.error)})")
             continue
         if t.status != "failed":
             continue
+        why = f"deferred import {t.candidate}: {_short_error(t.error)}"
         if t.failures:
             for f in t.failures:
-                add(
-                    dataclasses.replace(
-                        culprit_from(f["name"], f.get("file"), f, INCOMPATIBLE),
-                        import_file=t.edge.file if t.edge else None,
-                        import_line=t.edge.line if t.edge else None,
-                    )
-                )
-            worse(INCOMPATIBLE, f"deferred import {t.candidate}: {_short_error(t.error)}")
+                found.add(_at_edge(ev.culprit(f.name, f.file, f.error, INCOMPATIBLE), t.edge))
+            found.worse(INCOMPATIBLE, why)
             continue
-        everywhere = next((m for m in result.trials if m.kind == "main" and m.candidate == t.candidate), None)
-        if everywhere is not None and everywhere.status == "failed":
-            why = _limit_reason(everywhere.error, result) or _short_error(everywhere.error)
-            errors.append(f"deferred import {t.candidate} fails in a main interpreter too: {why}")
-            continue
-        add(
-            Culprit(
-                t.candidate,
-                None,
-                None,
-                None,
-                _short_error(t.error),
-                INCOMPATIBLE,
-                import_file=t.edge.file if t.edge else None,
-                import_line=t.edge.line if t.edge else None,
-            )
+        everywhere = next(
+            (m for m in ev.result.trials if m.kind == "main" and m.candidate == t.candidate), None
         )
-        worse(INCOMPATIBLE, f"deferred import {t.candidate}: {_short_error(t.error)}")
+        if everywhere is not None and everywhere.status == "failed":
+            because = _limit_reason(everywhere.error, ev.result) or _short_error(everywhere.error)
+            found.errors.append(f"deferred import {t.candidate} fails in a main interpreter too: {because}")
+            continue
+        bare = Culprit(t.candidate, None, None, None, _short_error(t.error), INCOMPATIBLE)
+        found.add(_at_edge(bare, t.edge))
+        found.worse(INCOMPATIBLE, why)
 
-    # extensions the hook saw fail while the import still succeeded
+
+def _swallowed_failures(ev: _Evidence, found: _Findings) -> None:
+    """Extensions the hook saw fail while the import still succeeded: loaded on a retry
+    (unsafe), or skipped for a pure-Python fallback (degraded)."""
+    result = ev.result
     for t in result.trials:
-        if t.kind not in ("job", "lazy") or (t.status != "ok" and not (t.kind == "job" and on_a_name)):
+        if t.kind not in ("job", "lazy") or (t.status != "ok" and not (t.kind == "job" and ev.on_a_name)):
             continue
         for f in t.failures:
-            name = f["name"]
-            if name in culprits:
+            name = f.name
+            if name in found.culprits:
                 continue
             if name in result.loaded:
-                c = culprit_from(name, f.get("file"), f, INCOMPATIBLE)
-                add(
-                    dataclasses.replace(
-                        c,
-                        reason=(
-                            "failed, then loaded on a retry in the same interpreter (CPython gh-104621); "
-                            "not safe: " + c.reason
-                        ),
-                    )
+                c = ev.culprit(name, f.file, f.error, INCOMPATIBLE)
+                retry = (
+                    "failed, then loaded on a retry in the same interpreter (CPython gh-104621); not safe: "
                 )
-                worse(INCOMPATIBLE, f"{name} loaded only on retry after failing")
-            elif SUBINTERP_MESSAGE in f["msg"] or _loads_in_main(result, name):
-                c = culprit_from(name, f.get("file"), f, DEGRADED)
+                found.add(dataclasses.replace(c, reason=retry + c.reason))
+                found.worse(INCOMPATIBLE, f"{name} loaded only on retry after failing")
+            elif SUBINTERP_MESSAGE in f.msg or _loads_in_main(result, name):
+                c = ev.culprit(name, f.file, f.error, DEGRADED)
                 if t.edge is not None:  # reached through a deferred import: point at it
-                    c = dataclasses.replace(c, import_file=t.edge.file, import_line=t.edge.line)
-                degraded[name] = dataclasses.replace(c, reason=SKIPPED + c.reason)
-                worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
+                    c = _at_edge(c, t.edge)
+                found.degraded[name] = dataclasses.replace(c, reason=SKIPPED + c.reason)
+                found.worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
 
-    # accelerators the same import loads in a main interpreter and the sub-interpreter
-    # never tried (the package checked for one first, or fell back wholesale)
-    for name in sorted(result.skipped - culprits.keys() - degraded.keys()):
-        degraded[name] = _never_tried(name, result, exts.get(name))
-        worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
 
-    # names first-party code takes from a module, there in a main interpreter only
-    for t in result.trials:
+def _never_tried_accelerators(ev: _Evidence, found: _Findings) -> None:
+    """Accelerators the same import loads in a main interpreter and the sub-interpreter
+    never tried (the package checked for one first, or fell back wholesale)."""
+    result = ev.result
+    for name in sorted(result.skipped - found.culprits.keys() - found.degraded.keys()):
+        found.degraded[name] = _never_tried(name, result, ev.exts.get(name))
+        found.worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
+
+
+def _missing_names(ev: _Evidence, found: _Findings) -> None:
+    """Names first-party code takes from a module, there in a main interpreter only."""
+    for t in ev.result.trials:
         if t.kind == "name" and t.status == "failed":
-            add(_name_culprit(t, result, degraded, exts))
+            found.add(_name_culprit(t, ev.result, found.degraded, ev.exts))
             where = f"{os.path.basename(t.edge.file or '?')}:{t.edge.line}" if t.edge else "?"
-            worse(INCOMPATIBLE, f"{t.candidate} does not exist in a sub-interpreter (used at {where})")
+            found.worse(INCOMPATIBLE, f"{t.candidate} does not exist in a sub-interpreter (used at {where})")
 
-    # extensions that misbehave once two live interpreters use them, as a pool does
-    for t in result.trials:
-        if t.kind == "pair" and t.status not in ("ok", "missing") and (t.error or {}).get("type") != "budget":
-            add(_pair_culprit(t, tree))
-            worse(INCOMPATIBLE, f"{t.candidate} {_msg(t.error)}")
 
-    # extensions of the tree loaded on their own
-    for name, t in exts.items():
-        if t.status == "failed" and name not in degraded and worst not in (COMPATIBLE, DEGRADED):
-            add(culprit_from(name, t.file, t.error, INCOMPATIBLE, t.shared_gil))
+def _pair_failures(ev: _Evidence, found: _Findings) -> None:
+    """Extensions that misbehave once two live interpreters use them, as a pool does."""
+    for t in ev.result.trials:
+        if t.kind == "pair" and t.status not in ("ok", "missing") and not t.lost_to_budget:
+            found.add(_pair_culprit(t, ev.tree))
+            found.worse(INCOMPATIBLE, f"{t.candidate} {_msg(t.error)}")
 
-    ext_verdicts = _extension_verdicts(result, exts, culprits, degraded)
-    if errors and worst not in (CRASH, TIMEOUT, INCOMPATIBLE):
-        worst, reason = ERROR, "; ".join(dict.fromkeys(errors))
-    elif unfinished and worst in (COMPATIBLE, DEGRADED):  # nothing found, but not all was seen
-        worst, reason = TIMEOUT, unfinished[0]
+
+def _failed_alone(ev: _Evidence, found: _Findings) -> None:
+    """Extensions of the tree that failed when loaded on their own, named once the target
+    is already worse than degraded."""
+    for name, t in ev.exts.items():
+        if t.status == "failed" and name not in found.degraded and found.worst not in (COMPATIBLE, DEGRADED):
+            found.add(ev.culprit(name, t.file, t.error, INCOMPATIBLE, t.shared_gil))
+
+
+_PASSES = (
+    _crashes_and_hangs,
+    _job_failure,
+    _deferred_imports,
+    _swallowed_failures,
+    _never_tried_accelerators,
+    _missing_names,
+    _pair_failures,
+    _failed_alone,
+)
+
+
+def _conclude(result: ProbeResult, found: _Findings) -> tuple[str, str]:
+    """(verdict, reason): errors beat everything short of a sub-interpreter culprit; an
+    unfinished probe that found nothing is a timeout, not a pass."""
+    worst, reason = found.worst, found.reason
+    if found.errors and worst not in (CRASH, TIMEOUT, INCOMPATIBLE):
+        return ERROR, "; ".join(dict.fromkeys(found.errors))
+    if found.unfinished and worst in (COMPATIBLE, DEGRADED):
+        return TIMEOUT, found.unfinished[0]
     if worst == COMPATIBLE:
         reason = "imports in a fresh isolated sub-interpreter"
         if any(t.kind == "lazy" and t.status == "ok" for t in result.trials):
             reason += " (deferred imports included)"
-    return Verdict(
-        verdict=worst,
-        reason=reason,
-        culprits=tuple(sorted(culprits.values(), key=lambda c: c.module)),
-        degraded=tuple(sorted(degraded.values(), key=lambda c: c.module)),
-        notes=tuple(notes),
-        extensions=ext_verdicts,
-        transient=result.transient or "",
-        **base,
-    )
+    return worst, reason
 
 
 def _never_tried(name: str, result: ProbeResult, alone: Trial | None) -> Culprit:
@@ -536,7 +515,7 @@ def _pair_culprit(t: Trial, tree: ModuleTree) -> Culprit:
     """An extension that loads in one fresh interpreter and not safely in two at once."""
     info = _lookup(tree, t.candidate, t.file)
     edge = _first_party_edge(tree, t.candidate)
-    shared = (t.error or {}).get("type") == "shared"
+    shared = t.error is not None and t.error.type == "shared"
     return Culprit(
         module=t.candidate,
         file=t.file or (info.file if info else None),
@@ -565,7 +544,7 @@ def _name_culprit(
         if t.edge and t.edge.how == "from"
         else t.candidate
     )
-    error = (t.error or {}).get("type", "AttributeError")
+    error = t.error.type if t.error else "AttributeError"
     fails = f"`{use}` raises {error} there (it works in a main interpreter)"
     if accelerator is None:
         reason = f"missing in a sub-interpreter, present in a main interpreter: {fails}"
@@ -602,12 +581,12 @@ def _accelerator(
     def ours(name: str) -> bool:
         return name == top or name.startswith(top + ".")
 
-    failed = [f["name"] for t in result.trials for f in t.failures]
+    failed = [f.name for t in result.trials for f in t.failures]
     failed += [name for name, t in exts.items() if t.status != "ok"]
     return next((n for n in [*sorted(degraded), *failed] if ours(n)), None)
 
 
-def _failed_alone(t: Trial | None) -> bool:
+def _fails_alone(t: Trial | None) -> bool:
     return t is not None and t.status == "failed"
 
 
@@ -620,12 +599,12 @@ def _everywhere(t: Trial, name: str) -> str:
     )
 
 
-def _limit_reason(error: dict[str, Any] | None, result: ProbeResult) -> str | None:
+def _limit_reason(error: TrialError | None, result: ProbeResult) -> str | None:
     """A MemoryError under the probe's address-space limit names the limit."""
     if not is_memory_error(error):
         return None
     limit = result.limits.get("memory_mb")
-    where = (error or {}).get("where") or "the import"
+    where = (error.where if error else None) or "the import"
     if limit:
         return f"exceeds the memory limit ({limit:g} MiB, --memory) at {where}"
     return f"MemoryError at {where}"
@@ -659,10 +638,11 @@ def short_name(message: str) -> str | None:
     return m.group("name") if m else None
 
 
-def _map_short_name(tree: ModuleTree, error: dict[str, Any] | None) -> str | None:
+def _map_short_name(tree: ModuleTree, error: TrialError | None) -> str | None:
     """CPython names a module by its short name; find the dotted extension it means."""
-    for link in (error or {}).get("chain", []) or [error or {}]:
-        m = _SHORT_NAME.search(link.get("msg", ""))
+    links = (error.chain or (error,)) if error else ()
+    for link in links:
+        m = _SHORT_NAME.search(link.msg)
         if not m:
             continue
         short = m.group("name")
@@ -679,14 +659,14 @@ def _loads_in_main(result: ProbeResult, name: str) -> bool:
     )
 
 
-def _msg(error: dict[str, Any] | None) -> str:
-    return (error or {}).get("msg", "")
+def _msg(error: TrialError | None) -> str:
+    return error.msg if error else ""
 
 
-def _short_error(error: dict[str, Any] | None) -> str:
+def _short_error(error: TrialError | None) -> str:
     if not error:
         return "failed"
-    return f"{error.get('type', 'Error')}: {error.get('msg', '')}"
+    return error.short
 
 
 def _dependency_files(tree: ModuleTree) -> tuple[str, ...]:
@@ -707,7 +687,7 @@ def _extension_verdicts(
         if not info.file:
             continue
         c = culprits.get(info.name) or degraded.get(info.name)
-        if c is not None and info.name in result.skipped and not _failed_alone(exts.get(info.name)):
+        if c is not None and info.name in result.skipped and not _fails_alone(exts.get(info.name)):
             continue  # the package's choice, not the file's: nothing to cache about it
         if c is not None:
             status = c.status if c.status != DEGRADED else INCOMPATIBLE
@@ -721,7 +701,7 @@ def _extension_verdicts(
                 c.reason,
                 c.kind,
                 ext.shared_gil if ext else None,
-                ((ext.error or {}).get("msg", "") if ext else "") or c.reason,
+                _msg(ext.error if ext else None) or c.reason,
             )
         elif info.name in passed:  # loads alone, and in two live interpreters at once
             out[info.name] = ExtensionVerdict(
