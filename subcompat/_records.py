@@ -10,7 +10,10 @@ shape: anything off-shape becomes an empty or default field, never an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from subcompat._interpreter import Interpreter
+from subcompat.discover import Edge, ModuleTree
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
@@ -196,7 +199,100 @@ def parse_breadcrumb(raw: object) -> Breadcrumb | None:
     return Breadcrumb(_opt_str(data.get("name")), _opt_str(data.get("file")), _opt_str(data.get("candidate")))
 
 
+PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not finish
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate in one fresh interpreter (or, for kind ``main``, a fresh process)."""
+
+    kind: TrialKind
+    candidate: str
+    status: TrialStatus
+    error: TrialError | None = None
+    failures: tuple[ExtensionFailure, ...] = ()  # extension loads that raised, from the hook
+    culprit: Breadcrumb | None = None  # for crash/timeout: what the worker had under way
+    signal: int | None = None
+    edge: Edge | None = None
+    file: str | None = None
+    cached: bool = False
+    shared_gil: bool | None = None  # extension loads with a shared GIL (multi-phase, no slot)
+    elapsed_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Raw JSON (from the child, the cache, a hand-built test) is parsed here, once."""
+        if self.error is not None and not isinstance(self.error, TrialError):
+            object.__setattr__(self, "error", parse_error(self.error))
+        if not all(isinstance(f, ExtensionFailure) for f in self.failures):
+            object.__setattr__(self, "failures", parse_failures(self.failures))
+        if self.culprit is not None and not isinstance(self.culprit, Breadcrumb):
+            object.__setattr__(self, "culprit", parse_breadcrumb(self.culprit))
+
+    @property
+    def lost_to_budget(self) -> bool:
+        """Not run, or cut off, because the target's budget ran out."""
+        return self.error is not None and self.error.type == "budget"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Everything the probe saw for one target; the verdict stage reads only this."""
+
+    target: str
+    interpreter: Interpreter
+    tree: ModuleTree
+    trials: tuple[Trial, ...] = ()
+    elapsed_s: float = 0.0
+    loaded: frozenset[str] = field(default_factory=frozenset)  # extensions loaded in a sub
+    limits: dict[str, float] = field(default_factory=dict)  # timeout_s, memory_mb it ran under
+    skipped: frozenset[str] = field(default_factory=frozenset)  # accelerators only a main interpreter loaded
+
+    @property
+    def transient(self) -> str | None:
+        """Why this result says more about this run than about the module (a limit was
+        hit, someone killed the probe, the probe broke), or None: not a fact to cache."""
+        for t in self.trials:
+            if t.status == "timeout":
+                return "a time limit"
+            error = t.error
+            if error is None:
+                continue
+            if error.external:
+                return "an external kill"
+            if error.memory_limit:
+                return "the memory limit"
+            if error.type == PROBE_FAILURE:
+                return "a probe failure"
+            if error.is_memory_error:
+                return "the memory limit"
+        return None
+
+
+def blame_key(t: Trial, module: str) -> str:
+    """The import to retry in a main interpreter for a crash or hang: the deferred
+    import under way when it happened, else the trial's own candidate."""
+    crumb = t.culprit.candidate if t.culprit else None
+    if crumb:
+        return crumb
+    return module if t.kind == "job" else t.candidate
+
+
+def is_memory_error(error: TrialError | None) -> bool:
+    return error is not None and error.is_memory_error
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    module, _, function = target.partition(":")
+    return module, (function or None)
+
+
 __all__ = [
+    "PROBE_FAILURE",
+    "ProbeResult",
+    "Trial",
+    "blame_key",
+    "is_memory_error",
+    "split_target",
     "Breadcrumb",
     "ErrorLink",
     "ExtensionFailure",

@@ -34,41 +34,52 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
+from subcompat._interpreter import RULES, Interpreter
 from subcompat._records import (
-    Breadcrumb,
+    PROBE_FAILURE,
     ExtensionFailure,
+    ProbeResult,
+    Trial,
     TrialError,
+    blame_key,
+    is_memory_error,
     parse_breadcrumb,
     parse_error,
     parse_failures,
+    split_target,
 )
+from subcompat._seen import Seen, foreign, name_trials
 from subcompat._transport import STATS, ChildGone, ProbeError, Worker, Zygote
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
-
-try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
-    from _sha2 import sha256
-except ImportError:  # pragma: no cover - a build without it
-    from hashlib import sha256
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any
 
-    from subcompat._records import TrialKind, TrialStatus
+    from subcompat._records import TrialStatus
 
-__all__ = ["STATS", "ProbeError", "Prober", "ProbeResult", "Trial", "Interpreter", "split_target"]
+__all__ = [
+    "PROBE_FAILURE",
+    "RULES",
+    "STATS",
+    "Interpreter",
+    "ProbeError",
+    "ProbeResult",
+    "Prober",
+    "Trial",
+    "blame_key",
+    "is_memory_error",
+    "split_target",
+]
 
 SUBINTERP_MESSAGE = "does not support loading in subinterpreters"
 DEFAULT_MEMORY_MB = 4096  # address space of one worker (RLIMIT_AS)
 MAX_TRIALS = 64  # per target: every trial is a fresh interpreter
 SUB_SHARE = 2 / 3  # of the budget, for sub-interpreter trials; the rest checks main
-PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not finish
 MAX_TIMEOUT_S = 86400.0
 MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
-RULES = "names+pairs+never-tried"  # what the probe checks; part of every cache key: bump it when that grows
 PAIR_MARK = "two live interpreters"  # in every finding of the pair check (and so in the cache)
 MIN_PAIR_S = 1.0  # budget a pair check needs at least
 MAX_PAIRS = 4  # pair workers per target (a crash blames one extension; the rest go again)
@@ -88,137 +99,6 @@ def memory_problem(value: object) -> str | None:
     if value != 0 and not MIN_MEMORY_MB <= value <= 1 << 24:
         return f"must be 0 (no limit) or between {MIN_MEMORY_MB} and {1 << 24} MiB, not {value!r}"
     return None
-
-
-@dataclass(frozen=True)
-class Interpreter:
-    """The target interpreter, as its own child reports it."""
-
-    python: str
-    implementation: str
-    cache_tag: str | None
-    abiflags: str
-    build: str
-    executable: str
-    backend: str | None
-    unsupported: str | None
-    can_classify: bool
-    sys_path: tuple[str, ...] = ()
-    can_fork: bool = False  # main-interpreter imports fork from a pristine child
-    ext_suffixes: tuple[str, ...] = ()  # importlib.machinery.EXTENSION_SUFFIXES there
-
-    @property
-    def key(self) -> str:
-        """Identity for cache keys: a rebuilt or upgraded interpreter is another key, and so
-        is a probe that checks more (verdicts found by fewer checks are not reused)."""
-        fields = [self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build]
-        raw = "|".join([*fields, RULES])
-        return sha256(raw.encode()).hexdigest()[:24]
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["sys_path"] = list(self.sys_path)
-        data["ext_suffixes"] = list(self.ext_suffixes)
-        return data
-
-    @classmethod
-    def current(cls) -> Interpreter:
-        """This process's interpreter, described exactly as a child would describe it."""
-        from subcompat import _child
-
-        return cls.from_json(_child.describe_interpreter(_child.Backend(), []))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Interpreter:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in fields}
-        kwargs["sys_path"] = tuple(kwargs.get("sys_path") or ())
-        kwargs["ext_suffixes"] = tuple(kwargs.get("ext_suffixes") or ())
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One candidate in one fresh interpreter (or, for kind ``main``, a fresh process)."""
-
-    kind: TrialKind
-    candidate: str
-    status: TrialStatus
-    error: TrialError | None = None
-    failures: tuple[ExtensionFailure, ...] = ()  # extension loads that raised, from the hook
-    culprit: Breadcrumb | None = None  # for crash/timeout: what the worker had under way
-    signal: int | None = None
-    edge: Edge | None = None
-    file: str | None = None
-    cached: bool = False
-    shared_gil: bool | None = None  # extension loads with a shared GIL (multi-phase, no slot)
-    elapsed_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        """Raw JSON (from the child, the cache, a hand-built test) is parsed here, once."""
-        if self.error is not None and not isinstance(self.error, TrialError):
-            object.__setattr__(self, "error", parse_error(self.error))
-        if not all(isinstance(f, ExtensionFailure) for f in self.failures):
-            object.__setattr__(self, "failures", parse_failures(self.failures))
-        if self.culprit is not None and not isinstance(self.culprit, Breadcrumb):
-            object.__setattr__(self, "culprit", parse_breadcrumb(self.culprit))
-
-    @property
-    def lost_to_budget(self) -> bool:
-        """Not run, or cut off, because the target's budget ran out."""
-        return self.error is not None and self.error.type == "budget"
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Everything the probe saw for one target; the verdict stage reads only this."""
-
-    target: str
-    interpreter: Interpreter
-    tree: ModuleTree
-    trials: tuple[Trial, ...] = ()
-    elapsed_s: float = 0.0
-    loaded: frozenset[str] = field(default_factory=frozenset)  # extensions loaded in a sub
-    limits: dict[str, float] = field(default_factory=dict)  # timeout_s, memory_mb it ran under
-    skipped: frozenset[str] = field(default_factory=frozenset)  # accelerators only a main interpreter loaded
-
-    @property
-    def transient(self) -> str | None:
-        """Why this result says more about this run than about the module (a limit was
-        hit, someone killed the probe, the probe broke), or None: not a fact to cache."""
-        for t in self.trials:
-            if t.status == "timeout":
-                return "a time limit"
-            error = t.error
-            if error is None:
-                continue
-            if error.external:
-                return "an external kill"
-            if error.memory_limit:
-                return "the memory limit"
-            if error.type == PROBE_FAILURE:
-                return "a probe failure"
-            if error.is_memory_error:
-                return "the memory limit"
-        return None
-
-
-def blame_key(t: Trial, module: str) -> str:
-    """The import to retry in a main interpreter for a crash or hang: the deferred
-    import under way when it happened, else the trial's own candidate."""
-    crumb = t.culprit.candidate if t.culprit else None
-    if crumb:
-        return crumb
-    return module if t.kind == "job" else t.candidate
-
-
-def is_memory_error(error: TrialError | None) -> bool:
-    return error is not None and error.is_memory_error
-
-
-def split_target(target: str) -> tuple[str, str | None]:
-    module, _, function = target.partition(":")
-    return module, (function or None)
 
 
 Recall = Callable[[ModuleInfo], "Trial | None"]
@@ -416,131 +296,6 @@ class _Target:
 def _external(gone: ChildGone) -> bool:
     """Not us: the OOM killer, or someone's kill -9."""
     return not gone.ours and gone.signal == signal.SIGKILL
-
-
-class _Seen:
-    """What one target's trials saw, merged: the tree (sub-interpreters first, then a main
-    interpreter), and apart from it what the sub-interpreters alone loaded or tried."""
-
-    def __init__(self) -> None:
-        self.modules: dict[str, ModuleInfo] = {}
-        self.edges: dict[str, Edge] = {}
-        self.loaded: set[str] = set()  # extensions a sub-interpreter loaded
-        self.failed: set[str] = set()  # extensions a sub-interpreter tried and could not load
-        self.sub_files: set[str] = set()  # their files (real paths)
-        self.in_sub: set[str] = set()  # every module a sub-interpreter ended with
-        self.sampled: dict[str, ModuleInfo] = {}  # extensions packages load in a main interpreter
-        self.missing: dict[tuple[str, str], dict[str, Any]] = {}  # names a sub-interpreter lacked
-
-    def absorb(self, raw: dict[str, Any], in_sub: bool = True) -> None:
-        failures = parse_failures(
-            [*raw.get("failures", ()), *(f for lz in raw.get("lazy", ()) for f in lz.get("failures", ()))]
-        )
-        failed = {f.name for f in failures}
-        if in_sub:
-            for ref in raw.get("refs", ()):
-                self.missing.setdefault((ref["module"], ref["attr"]), ref)
-            self.failed |= failed
-            self.sub_files.update(os.path.realpath(f.file) for f in failures if f.file)
-        for m in raw.get("modules", ()):
-            info = ModuleInfo.from_json(m)
-            self.modules.setdefault(info.name, info)
-            if in_sub:
-                self.in_sub.add(info.name)
-            if in_sub and info.extension and info.name not in failed:
-                self.loaded.add(info.name)
-                if info.file:
-                    self.sub_files.add(os.path.realpath(info.file))
-        for name, (importer, file, line, how) in raw.get("edges", {}).items():
-            self.edges.setdefault(name, Edge(importer, file, line, how))
-
-    def sample(self, package: str, loads: list[ModuleInfo]) -> None:
-        """What importing ``package`` loads in a main interpreter; its extensions join the
-        tree (imported by the package) where the sub-interpreter did not have them."""
-        for info in loads:
-            if info.name.startswith(package + "."):
-                self.sampled[info.name] = info
-                self.modules.setdefault(info.name, info)
-                self.edges.setdefault(info.name, Edge(package))
-
-    def skipped(self) -> frozenset[str]:
-        """Extensions a main interpreter loads with a package the sub-interpreter imported
-        without loading or trying them: accelerators skipped without a word."""
-        return frozenset(
-            name
-            for name, info in self.sampled.items()
-            if info.extension and name not in self.loaded and name not in self.failed and _foreign(info)
-        )
-
-
-def _foreign(info: ModuleInfo) -> bool:
-    """Someone else's package: installed, not the user's code and not the stdlib."""
-    return info.origin not in ("stdlib", "builtin") and not _own(info)
-
-
-def _name_trials(
-    missing: dict[tuple[str, str], dict[str, Any]],
-    main_raw: dict[str, Any],
-    job: Trial,
-    main_job: Trial,
-    modules: dict[str, ModuleInfo],
-) -> list[Trial]:
-    """One ``name`` trial per name first-party code takes from another module that a
-    sub-interpreter lacked: ``failed`` when a main interpreter has it (a C-only name whose
-    accelerator was skipped), ``missing`` when it has not either (nothing to do with
-    sub-interpreters). A job that failed at import on such a name counts too, when the
-    line is first-party and the main interpreter got through it."""
-    in_main = {(r["module"], r["attr"]): r["state"] for r in main_raw.get("refs", ())}
-    out = []
-    for (module, attr), ref in missing.items():
-        state = in_main.get((module, attr))
-        if state is None or state == "unloaded":
-            continue  # not asked, or the module did not load there: nothing to compare
-        importer, file, line, how = ref["edge"]
-        out.append(
-            Trial(
-                "name",
-                f"{module}.{attr}",
-                "failed" if state == "present" else "missing",
-                TrialError("ImportError" if how == "from" else "AttributeError", _lacks(ref["state"])),
-                edge=Edge(importer, file, line, how),
-            )
-        )
-    at_import = _failed_on_a_name(job, main_job, modules)
-    if at_import is not None and all(t.candidate != at_import.candidate for t in out):
-        out.append(at_import)
-    return out
-
-
-def _own(info: ModuleInfo) -> bool:
-    """The user's code: first-party source no installed distribution owns."""
-    return info.origin == "first_party" and info.distribution is None
-
-
-def _lacks(state: str) -> str:
-    if state == "missing":
-        return "no such attribute in a sub-interpreter"
-    return f"looking it up in a sub-interpreter raised {state}"
-
-
-def _failed_on_a_name(job: Trial, main_job: Trial, modules: dict[str, ModuleInfo]) -> Trial | None:
-    """The job's own import stopped on ``mod.Name`` / ``from mod import Name`` at a
-    first-party line, for a module that is not first-party, and a main interpreter
-    got through the same import: a C-only name."""
-    error = job.error
-    if job.status != "failed" or main_job.status != "ok" or error is None or error.attr is None:
-        return None
-    module, attr = error.attr.module, error.attr.name
-    owner = modules.get(module)
-    where_file, _, where_line = (error.where or "").rpartition(":")
-    here = next((m for m in modules.values() if m.file == where_file and _own(m)), None)
-    if here is None or (owner is not None and _own(owner)) or not where_line.isdigit():
-        return None
-    how = "from" if error.type == "ImportError" else "attribute"
-    failure = TrialError(error.type, error.msg, at_import=True)
-    return Trial(
-        "name", f"{module}.{attr}", "failed", failure, edge=Edge(here.name, where_file, int(where_line), how)
-    )
 
 
 def _read_runs(stem: str, count: int) -> list[dict[str, Any]]:
@@ -753,7 +508,7 @@ class Prober:
     def _probe(self, target: str, interp: Interpreter) -> ProbeResult:
         module, function = split_target(target)
         started = time.perf_counter()
-        seen = _Seen()
+        seen = Seen()
         trials: list[Trial] = []
         run = _Target(self, self._zygote())
         try:
@@ -771,7 +526,7 @@ class Prober:
                 )
                 trials.extend(main)
                 seen.absorb(main_raw, in_sub=False)
-                trials.extend(_name_trials(seen.missing, main_raw, job.trial, main[0], seen.modules))
+                trials.extend(name_trials(seen.missing, main_raw, job.trial, main[0], seen.modules))
                 if job.trial.status != "ok" and main[0].status == "ok":
                     # the job never reached its deferred imports: scan the tree main saw
                     sources = [
@@ -799,7 +554,7 @@ class Prober:
             skipped=skipped,
         )
 
-    def _untried_packages(self, seen: _Seen, interp: Interpreter) -> list[str]:
+    def _untried_packages(self, seen: Seen, interp: Interpreter) -> list[str]:
         """The installed packages the sub-interpreter imported that keep extension files in
         their own directory it neither loaded nor tried: a main interpreter may load what
         the sub-interpreter skipped without a word (the package checked for one first, or
@@ -808,7 +563,7 @@ class Prober:
         out = []
         for name in sorted(seen.in_sub):
             info = seen.modules.get(name)
-            if info is None or not info.file or not info.file.endswith("__init__.py") or not _foreign(info):
+            if info is None or not info.file or not info.file.endswith("__init__.py") or not foreign(info):
                 continue
             files = self._extension_files(os.path.dirname(info.file), suffixes) if suffixes else ()
             if any(f not in seen.sub_files for f in files):

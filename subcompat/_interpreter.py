@@ -1,0 +1,65 @@
+"""Interpreter identity: the target interpreter as its own child describes it, and the
+key that tells one build (and one set of probe rules) from another in the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
+    from _sha2 import sha256
+except ImportError:  # pragma: no cover - a build without it
+    from hashlib import sha256
+
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
+
+RULES = "names+pairs+never-tried"  # what the probe checks; part of every cache key: bump it when that grows
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The target interpreter, as its own child reports it."""
+
+    python: str
+    implementation: str
+    cache_tag: str | None
+    abiflags: str
+    build: str
+    executable: str
+    backend: str | None
+    unsupported: str | None
+    can_classify: bool
+    sys_path: tuple[str, ...] = ()
+    can_fork: bool = False  # main-interpreter imports fork from a pristine child
+    ext_suffixes: tuple[str, ...] = ()  # importlib.machinery.EXTENSION_SUFFIXES there
+
+    @property
+    def key(self) -> str:
+        """Identity for cache keys: a rebuilt or upgraded interpreter is another key, and so
+        is a probe that checks more (verdicts found by fewer checks are not reused)."""
+        fields = [self.implementation, self.python, str(self.cache_tag), self.abiflags, self.build]
+        raw = "|".join([*fields, RULES])
+        return sha256(raw.encode()).hexdigest()[:24]
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["sys_path"] = list(self.sys_path)
+        data["ext_suffixes"] = list(self.ext_suffixes)
+        return data
+
+    @classmethod
+    def current(cls) -> Interpreter:
+        """This process's interpreter, described exactly as a child would describe it."""
+        from subcompat import _child
+
+        return cls.from_json(_child.describe_interpreter(_child.Backend(), []))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Interpreter:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in fields}
+        kwargs["sys_path"] = tuple(kwargs.get("sys_path") or ())
+        kwargs["ext_suffixes"] = tuple(kwargs.get("ext_suffixes") or ())
+        return cls(**kwargs)
