@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from subcompat.report import JSON_SCHEMA, Report
+from subcompat.report import JSON_SCHEMA, Report, ReportFormatError, read_report
 from subcompat.verdict import SEVERITY
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
@@ -48,15 +47,15 @@ class Comparison:
 def load(path: str) -> dict[str, tuple[str, frozenset[str]]]:
     """target -> (verdict, culprit modules) from a ``--format json`` report."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data: Any = json.load(fh)
+        data: Any = read_report(path)
     except OSError as exc:
         raise BaselineError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
+    except ReportFormatError as exc:
+        if exc.modules:
+            raise BaselineError(f"baseline {path} is missing 'modules' in a module entry") from None
+        raise BaselineError(f"baseline {path} has schema {exc.schema!r}, expected {JSON_SCHEMA}") from None
     except ValueError as exc:
         raise BaselineError(f"baseline {path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema") != JSON_SCHEMA:
-        found = data.get("schema") if isinstance(data, dict) else None
-        raise BaselineError(f"baseline {path} has schema {found!r}, expected {JSON_SCHEMA}")
     try:
         return {
             m["target"]: (

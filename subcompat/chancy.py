@@ -55,6 +55,7 @@ from chancy.executors.thread import ThreadedExecutor
 from chancy.job import Limit, QueuedJob, Reference
 
 from subcompat.probe import SUBINTERP_MESSAGE
+from subcompat.report import ReportFormatError, parse_report
 from subcompat.route import DEFAULT_POLICY, FALLBACK, FALLBACKS, SUBINTERPRETER, Policy, Route, route_for
 from subcompat.verdict import SEVERITY, Verdict
 
@@ -345,13 +346,11 @@ def _parse(raw: bytes) -> Any:
 
 
 def _entries(data: Any) -> tuple[list[Any], Any]:
-    if not isinstance(data, dict) or data.get("schema") != 1:
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise _Refused(f"schema {found!r}, expected 1 (subcompat check --format json)")
-    modules = data.get("modules")
-    if not isinstance(modules, list):
-        raise _Refused("no 'modules' list")
-    return modules, data.get("python")
+    try:
+        report = parse_report(data)
+    except ReportFormatError as exc:
+        raise _Refused(str(exc) if exc.modules else f"{exc} (subcompat check --format json)") from None
+    return report["modules"], report.get("python")
 
 
 class _Judge:

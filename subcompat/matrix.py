@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-from subcompat.report import JSON_SCHEMA
+from subcompat.report import JSON_SCHEMA, ReportFormatError, read_report
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
@@ -18,15 +17,13 @@ class MatrixError(Exception):
 
 def load_report(path: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        return read_report(path)
     except OSError as exc:
         raise MatrixError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ReportFormatError:
+        raise MatrixError(f"{path} is not a subcompat JSON report (schema {JSON_SCHEMA})") from None
     except ValueError as exc:
         raise MatrixError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema") != JSON_SCHEMA or "modules" not in data:
-        raise MatrixError(f"{path} is not a subcompat JSON report (schema {JSON_SCHEMA})")
-    return data
 
 
 def merge(reports: Sequence[dict[str, Any]]) -> str:

@@ -111,6 +111,39 @@ def render_json(report: Report) -> str:
     return json.dumps(report.to_json(), indent=2)
 
 
+# -- reading a JSON report back (baseline, matrix, chancy's verdict file) ------------------
+
+
+class ReportFormatError(ValueError):
+    """Parsed JSON that is not a report ``Report.to_json`` writes: ``schema`` is what an
+    object says (None for anything else), ``found`` that or the JSON type; ``modules``
+    says whether the schema was right and only the list of entries is missing. Each
+    reader words this for its own users."""
+
+    def __init__(self, data: object, *, modules: bool) -> None:
+        self.schema = data.get("schema") if isinstance(data, dict) else None
+        self.found = self.schema if isinstance(data, dict) else type(data).__name__
+        self.modules = modules
+        super().__init__("no 'modules' list" if modules else f"schema {self.found!r}, expected {JSON_SCHEMA}")
+
+
+def parse_report(data: object) -> dict[str, Any]:
+    """``data`` (parsed JSON) as a report of this schema with a list of entries, or
+    ``ReportFormatError``; the entries are left for each reader to judge."""
+    if not isinstance(data, dict) or data.get("schema") != JSON_SCHEMA:
+        raise ReportFormatError(data, modules=False)
+    if not isinstance(data.get("modules"), list):
+        raise ReportFormatError(data, modules=True)
+    return data
+
+
+def read_report(path: str) -> dict[str, Any]:
+    """The report in the file ``path``: OSError if it cannot be read, ValueError (a
+    ``ReportFormatError`` among them) if it is not JSON or not a report."""
+    with open(path, encoding="utf-8") as fh:
+        return parse_report(json.load(fh))
+
+
 def render_text(report: Report, *, colour: bool = False) -> str:
     def paint(text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if colour else text

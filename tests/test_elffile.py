@@ -13,6 +13,8 @@ from _req import require_or_skip
 
 from subcompat import _elffile
 
+pytestmark = pytest.mark.needs_subinterpreters  # the compiled fixtures need 3.13+ headers
+
 
 def _extension(site):
     return site / ("sc_single" + sysconfig.get_config_var("EXT_SUFFIX"))
