@@ -15,8 +15,9 @@ PYTHONS_ROOT := $(or $(SUBCOMPAT_PYTHONS),$(HOME)/.cache/subcompat-pythons)
 tool_py = $(or $(shell [ -f "$(PYTHONS_TOOL)" ] && bash "$(PYTHONS_TOOL)" path $(1) 2>/dev/null), \
                $(wildcard $(PYTHONS_ROOT)/$(1)/usr/bin/python$(1)))
 
-# `make test` runs the suite on each of these tox envs. Each interpreter may be given
-# explicitly (SUBCOMPAT_PY3130=/path/to/python3.13 make test; .ci/run exports them);
+# `make test` runs the suite on each of these tox envs (with py313, also `typecheck`:
+# mypy --strict, a few seconds). Each interpreter may be given explicitly
+# (SUBCOMPAT_PY3130=/path/to/python3.13 make test; .ci/run exports them);
 # otherwise it is looked up. TEST_ENVS="py314 py315" runs a subset.
 ALL_TEST_ENVS := py3130 py313 py314 py315 py311
 TEST_ENVS ?= $(ALL_TEST_ENVS)
@@ -97,7 +98,7 @@ test: $(TOOLS)/.done
 	@$(if $(FOUND_ENVS),,echo "error: no Python found for any of: $(TEST_ENVS)" >&2; exit 2)
 	@$(foreach e,$(FOUND_ENVS),echo "$(e): $(PY_$(e))";)
 	$(foreach e,$(FOUND_ENVS),SUBCOMPAT_$(subst py,PY,$(e))=$(PY_$(e))) \
-	  $(TOOLS)/bin/tox run $(if $(IN_CI),--skip-missing-interpreters false) -e $(subst $(space),$(comma),$(FOUND_ENVS)) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+	  $(TOOLS)/bin/tox run $(if $(IN_CI),--skip-missing-interpreters false) -e $(subst $(space),$(comma),$(FOUND_ENVS))$(if $(filter py313,$(FOUND_ENVS)),$(comma)typecheck) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 bench: $(DEMO)/.done
 	$(DEMO)/bin/python benchmarks/run.py --out benchmarks/RESULTS.md

@@ -556,7 +556,7 @@ _exit = os._exit
 MAX_LINE = 64 << 20  # a request or reply longer than this is a violation
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-_libc = []
+_libc: "list[object]" = []
 
 
 def _prctl(option, arg):

@@ -6,14 +6,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
-    from _sha2 import sha256
-except ImportError:  # pragma: no cover - a build without it
-    from hashlib import sha256
-
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
+    from hashlib import sha256
     from typing import Any
+else:
+    try:  # builtin; ``hashlib`` would initialise OpenSSL first (~2 ms of every start-up)
+        from _sha2 import sha256
+    except ImportError:  # pragma: no cover - a build without it
+        from hashlib import sha256
 
 RULES = "names+pairs+never-tried"  # what the probe checks; part of every cache key: bump it when that grows
 
@@ -54,7 +55,8 @@ class Interpreter:
         """This process's interpreter, described exactly as a child would describe it."""
         from subcompat import _child
 
-        return cls.from_json(_child.describe_interpreter(_child.Backend(), []))
+        backend = _child.Backend()  # type: ignore[no-untyped-call]  # the child is stdlib-only, untyped
+        return cls.from_json(_child.describe_interpreter(backend, []))  # type: ignore[no-untyped-call]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Interpreter:

@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     import subprocess
-    from typing import Any
+    from typing import Any, Literal, NoReturn
 
 PROTOCOL = 1
 MAX_REPLY = 64 << 20
@@ -45,7 +45,9 @@ class ProbeError(Exception):
 class ChildGone(Exception):
     """A worker (or zygote) stopped answering: ``status`` is ``crash`` or ``timeout``."""
 
-    def __init__(self, status: str, signal_no: int | None, detail: str, *, ours: bool = False) -> None:
+    def __init__(
+        self, status: Literal["crash", "timeout"], signal_no: int | None, detail: str, *, ours: bool = False
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.signal = signal_no
@@ -284,7 +286,7 @@ class Worker:
             raise ChildGone("crash", None, f"the probe could not finish: {reply.get('error')}", ours=True)
         return reply
 
-    def _violation(self, what: str) -> None:
+    def _violation(self, what: str) -> NoReturn:
         self.close()
         raise ChildGone(
             "crash",

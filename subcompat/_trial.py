@@ -21,7 +21,7 @@ import sys
 
 # A private copy of the builtins: job code that replaces ``builtins.open`` or
 # ``__import__`` changes the interpreter's, not the ones this file's functions use.
-__builtins__ = dict(_builtins.__dict__)
+__builtins__ = dict(_builtins.__dict__)  # type: ignore[assignment]
 del _builtins
 
 

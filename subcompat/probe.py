@@ -23,6 +23,12 @@ sub-interpreter loaded (what a pool does: state one process shares between
 interpreters shows there), and a *sampler* whose main interpreter imports installed
 packages, never job code, for the accelerators they load there and skip in a
 sub-interpreter without a word.
+
+This module orchestrates; the rest of the stage is split by concept: ``_interpreter``
+(the target interpreter's identity and cache key), ``_records`` (``Trial``,
+``ProbeResult`` and the records inside them, parsed once from the child's JSON),
+``_seen`` (what a target's trials saw, merged into one tree), ``_transport`` (the
+processes and their channel, this side), ``_child`` and ``_trial`` (the other side).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-    from subcompat._records import TrialStatus
+    from subcompat._records import TrialKind, TrialStatus
 
 __all__ = [
     "PROBE_FAILURE",
@@ -139,10 +145,10 @@ class _Target:
             **req,
         )
 
-    def _spent(self, kind: str, candidate: str, why: str) -> _Run:
+    def _spent(self, kind: TrialKind, candidate: str, why: str) -> _Run:
         return _Run(Trial(kind, candidate, "timeout", TrialError("budget", why)), {})
 
-    def trial(self, kind: str, candidate: str, **req: Any) -> _Run:
+    def trial(self, kind: TrialKind, candidate: str, **req: Any) -> _Run:
         """One fresh sub-interpreter in this target's worker (a new worker after a loss)."""
         if self.count >= MAX_TRIALS:
             return self._spent(kind, candidate, f"trial budget used up ({MAX_TRIALS} interpreters)")
@@ -168,7 +174,7 @@ class _Target:
         )
         return _Run(trial, raw)
 
-    def _lost(self, kind: str, candidate: str, gone: ChildGone, elapsed: float) -> Trial:
+    def _lost(self, kind: TrialKind, candidate: str, gone: ChildGone, elapsed: float) -> Trial:
         worker, self.worker = self.worker, None
         culprit = parse_breadcrumb(worker.breadcrumb()) if worker is not None else None
         detail = gone.detail
@@ -203,7 +209,8 @@ class _Target:
         and whether the (module, name) pairs ``refs`` exist there."""
         names = [module, *extra]
         started = time.perf_counter()
-        status, sig, detail, external = "ok", None, "", False
+        status: TrialStatus = "ok"
+        sig, detail, external = None, "", False
         kind = ""  # the error type, when not the status itself
         worker = None
         stem = ""
@@ -488,7 +495,7 @@ class Prober:
         except Exception as exc:
             module = split_target(target)[0]
             msg = f"the probe could not finish this target: {_text(exc)}"
-            trial = Trial("job", module, "crash", {"type": PROBE_FAILURE, "msg": msg})
+            trial = Trial("job", module, "crash", TrialError(PROBE_FAILURE, msg))
             return ProbeResult(
                 target,
                 interp,

@@ -204,22 +204,24 @@ def decide(result: ProbeResult) -> Verdict:
     worst first wins; then errors and an unfinished probe have their say."""
     interp = result.interpreter
     tree = result.tree
-    base = dict(
+    base = Verdict(
         target=result.target,
+        verdict=UNSUPPORTED,
         python=interp.python,
         files=_dependency_files(tree),
         dist_stamps=tuple(sorted({m.dist_stamp for m in tree.modules if m.dist_stamp})),
         elapsed_s=result.elapsed_s,
     )
     if interp.unsupported:
-        return Verdict(verdict=UNSUPPORTED, reason=interp.unsupported, **base)
+        return dataclasses.replace(base, reason=interp.unsupported)
     ev = _Evidence(result)
     found = _Findings()
     for rule in _PASSES:
         rule(ev, found)
     ext_verdicts = _extension_verdicts(result, ev.exts, found.culprits, found.degraded)
     worst, reason = _conclude(result, found)
-    return Verdict(
+    return dataclasses.replace(
+        base,
         verdict=worst,
         reason=reason,
         culprits=tuple(sorted(found.culprits.values(), key=lambda c: c.module)),
@@ -227,7 +229,6 @@ def decide(result: ProbeResult) -> Verdict:
         notes=tuple(found.notes),
         extensions=ext_verdicts,
         transient=result.transient or "",
-        **base,
     )
 
 
@@ -489,7 +490,7 @@ def _never_tried(name: str, result: ProbeResult, alone: Trial | None) -> Culprit
     file = info.file if info else None
     toolchain = toolchain_of(file)
     why = "never tried in the sub-interpreter, though the same import loads it in a main interpreter"
-    kind = "never-tried"
+    kind: str | None = "never-tried"
     if alone is not None and alone.status == "failed":
         because, kind = explain(alone.error, alone.shared_gil, toolchain)
         why += f"; it would not load there anyway: {because}"
