@@ -46,11 +46,9 @@ class Backend:
     unsupported = None
 
     def __init__(self):
-        if sys.version_info < (3, 13):
-            self.unsupported = (
-                f"Python {sys.version_info[0]}.{sys.version_info[1]} has no isolated "
-                "sub-interpreters with their own GIL: use Python 3.13 or newer"
-            )
+        too_old = (sys.modules.get("_subcompat__support") or _load_sibling("_support")).no_subinterpreters()
+        if too_old:
+            self.unsupported = too_old + " with their own GIL: use Python 3.13 or newer"
             return
         try:
             import _interpreters

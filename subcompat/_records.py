@@ -18,7 +18,7 @@ from subcompat.discover import Edge, ModuleTree
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from typing import Literal, TypedDict
+    from typing import Any, Literal, TypedDict
 
     #: What one trial tried: the job module, a deferred import, an extension on its own
     #: (``classify``: again with a shared GIL), a fresh process's main interpreter, a name
@@ -58,6 +58,44 @@ if TYPE_CHECKING:
         name: str | None
         file: str | None
         candidate: str | None
+
+    #: Who made an import, as ``discover.Edge`` travels: [importer, file, line, how].
+    RawEdge = list[Any]
+    #: A deferred import still to try, the layout ``_child``, ``_trial`` and the parent
+    #: share: [module, fromlist, importer, file, line, how] (an edge after the target).
+    RawPending = list[Any]
+    #: A first-party module for the child to scan: [name, file, is_package, all_imports].
+    RawSource = list[Any]
+
+    class RawLazy(TypedDict, total=False):
+        """``_trial._lazy_step``: one deferred import and what it did."""
+
+        module: str
+        fromlist: list[str]
+        edge: RawEdge
+        error: RawError
+        failures: list[RawFailure]
+        missing: bool  # ModuleNotFoundError for the target itself: not installed
+
+    class RawRef(TypedDict, total=False):
+        """``_child._ref``: a name first-party code takes from another module."""
+
+        module: str
+        attr: str
+        state: str  # present | missing | unloaded | the error a lookup raised
+        file: str | None
+        edge: RawEdge
+
+    class RawTrial(TypedDict, total=False):
+        """``_child`` ``trial`` and ``main`` replies (``_trial._finish``, described)."""
+
+        error: RawError | None
+        modules: list[dict[str, Any]]  # ModuleInfo.to_json
+        edges: dict[str, RawEdge]
+        failures: list[RawFailure]
+        lazy: list[RawLazy]
+        pending: list[RawPending]
+        refs: list[RawRef]
 
 
 @dataclass(frozen=True)

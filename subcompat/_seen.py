@@ -14,7 +14,7 @@ from subcompat.discover import Edge, ModuleInfo
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any
+    from subcompat._records import RawRef, RawTrial
 
 #: The probe's own code runs as these modules in a trial's interpreter (``__main__`` of a
 #: sub-interpreter, the namespace of a main-interpreter pass): an import they make is the
@@ -34,9 +34,9 @@ class Seen:
         self.sub_files: set[str] = set()  # their files (real paths)
         self.in_sub: set[str] = set()  # every module a sub-interpreter ended with
         self.sampled: dict[str, ModuleInfo] = {}  # extensions packages load in a main interpreter
-        self.missing: dict[tuple[str, str], dict[str, Any]] = {}  # names a sub-interpreter lacked
+        self.missing: dict[tuple[str, str], RawRef] = {}  # names a sub-interpreter lacked
 
-    def absorb(self, raw: dict[str, Any], in_sub: bool = True) -> None:
+    def absorb(self, raw: RawTrial, in_sub: bool = True) -> None:
         failures = parse_failures(
             [*raw.get("failures", ()), *(f for lz in raw.get("lazy", ()) for f in lz.get("failures", ()))]
         )
@@ -84,8 +84,8 @@ def foreign(info: ModuleInfo) -> bool:
 
 
 def name_trials(
-    missing: dict[tuple[str, str], dict[str, Any]],
-    main_raw: dict[str, Any],
+    missing: dict[tuple[str, str], RawRef],
+    main_raw: RawTrial,
     job: Trial,
     main_job: Trial,
     modules: dict[str, ModuleInfo],

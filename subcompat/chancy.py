@@ -54,6 +54,7 @@ from chancy.executors.process import ProcessExecutor
 from chancy.executors.thread import ThreadedExecutor
 from chancy.job import Limit, QueuedJob, Reference
 
+from subcompat._support import no_subinterpreters
 from subcompat.probe import SUBINTERP_MESSAGE
 from subcompat.report import ReportFormatError, parse_report
 from subcompat.route import DEFAULT_POLICY, FALLBACK, FALLBACKS, SUBINTERPRETER, Policy, Route, route_for
@@ -411,8 +412,9 @@ def _from_file(route: Route) -> Route:
 
 
 def _sub_executor_class() -> tuple[type[Executor] | None, str | None]:
-    if sys.version_info < (3, 13):
-        return None, f"Python {sys.version_info[0]}.{sys.version_info[1]} has no isolated sub-interpreters"
+    too_old = no_subinterpreters()
+    if too_old:
+        return None, too_old
     try:
         from chancy.executors.sub import SubInterpreterExecutor
     except ImportError as exc:

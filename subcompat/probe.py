@@ -63,7 +63,7 @@ TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-    from subcompat._records import TrialKind, TrialStatus
+    from subcompat._records import RawPending, RawSource, RawTrial, TrialKind, TrialStatus
 
 __all__ = [
     "PROBE_FAILURE",
@@ -111,7 +111,7 @@ Recall = Callable[[ModuleInfo], "Trial | None"]
 
 
 class _Run:
-    def __init__(self, trial: Trial, raw: dict[str, Any]):
+    def __init__(self, trial: Trial, raw: RawTrial):
         self.trial = trial
         self.raw = raw
 
@@ -135,7 +135,8 @@ class _Target:
         self.workers.append(worker)
         return worker
 
-    def _request(self, worker: Worker, op: str, deadline: float, **req: Any) -> dict[str, Any]:
+    def _request(self, worker: Worker, op: str, deadline: float, **req: Any) -> Any:
+        """The worker's reply to ``op`` (JSON; its shape is the op's ``Raw*`` type)."""
         return worker.request(
             op,
             timeout=deadline - time.monotonic(),
@@ -203,7 +204,7 @@ class _Target:
         function: str | None,
         extra: list[str],
         refs: Iterable[tuple[str, str]] = (),
-    ) -> tuple[list[Trial], dict[str, Any]]:
+    ) -> tuple[list[Trial], RawTrial]:
         """Import in the main interpreter of a fresh worker: broken everywhere? And the
         whole tree, with who imported what, where the sub-interpreter stopped short;
         and whether the (module, name) pairs ``refs`` exist there."""
@@ -305,11 +306,11 @@ def _external(gone: ChildGone) -> bool:
     return not gone.ours and gone.signal == signal.SIGKILL
 
 
-def _read_runs(stem: str, count: int) -> list[dict[str, Any]]:
+def _read_runs(stem: str, count: int) -> list[RawTrial]:
     """The main pass's runs, in order, up to the first one it did not finish."""
     import json
 
-    runs = []
+    runs: list[RawTrial] = []
     for i in range(count):
         path = f"{stem}-{i}.json"
         try:
@@ -320,7 +321,7 @@ def _read_runs(stem: str, count: int) -> list[dict[str, Any]]:
             break
         if not isinstance(run, dict):
             break
-        runs.append(run)
+        runs.append(run)  # type: ignore[arg-type]  # the child's JSON: RawTrial's shape
     return runs
 
 
@@ -644,10 +645,10 @@ class Prober:
         self,
         run: _Target,
         module: str,
-        pending: list[list[Any]],
-        sources: list[list[Any]],
+        pending: list[RawPending],
+        sources: list[RawSource],
         trials: list[Trial],
-        absorb: Callable[[dict[str, Any]], None],
+        absorb: Callable[[RawTrial], None],
     ) -> None:
         """Deferred imports left after a failure, each batch in a fresh interpreter.
 
@@ -690,7 +691,7 @@ class Prober:
             if len(tried) == before:  # nothing new was attempted: done
                 return
 
-    def _lazy_trials(self, raw: dict[str, Any]) -> list[Trial]:
+    def _lazy_trials(self, raw: RawTrial) -> list[Trial]:
         out = []
         for entry in raw.get("lazy", ()):
             importer, file, line, how = entry["edge"]

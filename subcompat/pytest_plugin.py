@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import pytest
 
+from subcompat._support import no_subinterpreters
+
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any
@@ -140,10 +142,9 @@ def run_in_subinterpreter(func: Callable[..., Any], /, *args: Any, **kwargs: Any
     cross the boundary pickled, in memory. Exceptions are re-raised with the
     sub-interpreter's traceback attached as a note.
     """
-    if sys.version_info < (3, 13):
-        raise SubinterpreterUnavailable(
-            f"Python {sys.version_info[0]}.{sys.version_info[1]} has no isolated sub-interpreters (3.13+)"
-        )
+    too_old = no_subinterpreters()
+    if too_old:
+        raise SubinterpreterUnavailable(f"{too_old} (3.13+)")
     try:
         import _interpreters
     except ImportError as exc:  # pragma: no cover - builds without sub-interpreters
@@ -197,6 +198,6 @@ def _rebuild(type_name: str, message: str) -> BaseException:
 @pytest.fixture(name="run_in_subinterpreter")
 def run_in_subinterpreter_fixture() -> Callable[..., Any]:
     """The :func:`run_in_subinterpreter` helper; skips where there are no sub-interpreters."""
-    if sys.version_info < (3, 13):
+    if no_subinterpreters():
         pytest.skip("sub-interpreters need Python 3.13+")
     return run_in_subinterpreter
