@@ -8,6 +8,7 @@ message each; a worker gets its own stream socket, passed with the fork request.
 The worker channel is not trusted: job code runs in the worker and can write to any
 of its descriptors. Every request carries an id and a per-worker random nonce; a line
 that is not JSON, or does not echo both, is a protocol violation and ends the worker.
+What a reply holds is typed in ``_records`` (``Raw*``) and parsed there into records.
 """
 
 from __future__ import annotations

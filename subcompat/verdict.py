@@ -3,6 +3,10 @@
 The bar: a target is ``compatible`` only if its job module and every deferred import
 its source makes loaded in fresh isolated sub-interpreters with no extension failing on
 the way. Everything else names why.
+
+Reads only the probe's typed records (``ProbeResult``, ``Trial``); ``decide`` runs one
+pass per kind of finding (``_PASSES``), each adding to ``_Findings``. Binary reading is
+not done here: ``_toolchain`` (with ``_elffile``) says which toolchain built a culprit.
 """
 
 from __future__ import annotations
