@@ -462,6 +462,25 @@ class _Seen:
         )
 
 
+def _packages_met(seen: _Seen) -> dict[str, str]:
+    """Installed packages (name: directory) a sub-interpreter imported, or whose import it
+    began and lost on one of the package's own extensions."""
+    out: dict[str, str] = {}
+    for name in seen.in_sub:
+        info = seen.modules.get(name)
+        if info is not None and info.file and info.file.endswith("__init__.py") and _foreign(info):
+            out[name] = os.path.dirname(info.file)
+    for name in seen.failed:
+        info = seen.modules.get(name)
+        package = name.rpartition(".")[0]
+        if not package or package in out or info is None or not info.file or not _foreign(info):
+            continue
+        directory = os.path.dirname(info.file)
+        if os.path.isfile(os.path.join(directory, "__init__.py")):
+            out[package] = directory
+    return out
+
+
 def _foreign(info: ModuleInfo) -> bool:
     """Someone else's package: installed, not the user's code and not the stdlib."""
     return info.origin not in ("stdlib", "builtin") and not _own(info)
@@ -790,20 +809,19 @@ class Prober:
         )
 
     def _untried_packages(self, seen: _Seen, interp: Interpreter) -> list[str]:
-        """The installed packages the sub-interpreter imported that keep extension files in
-        their own directory it neither loaded nor tried: a main interpreter may load what
-        the sub-interpreter skipped without a word (the package checked for one first, or
-        fell back wholesale). Only these are worth asking a main interpreter about."""
+        """The installed packages the sub-interpreter imported (or tried to: one whose own
+        import failed on an extension, which its importer swallowed) that keep extension
+        files in their own directory it neither loaded nor tried: a main interpreter may load
+        what the sub-interpreter skipped without a word (the package checked for one first,
+        or fell back wholesale). Only these are worth asking a main interpreter about."""
         suffixes = tuple(interp.ext_suffixes)
-        out = []
-        for name in sorted(seen.in_sub):
-            info = seen.modules.get(name)
-            if info is None or not info.file or not info.file.endswith("__init__.py") or not _foreign(info):
-                continue
-            files = self._extension_files(os.path.dirname(info.file), suffixes) if suffixes else ()
-            if any(f not in seen.sub_files for f in files):
-                out.append(name)
-        return out
+        if not suffixes:
+            return []
+        return [
+            package
+            for package, directory in sorted(_packages_met(seen).items())
+            if any(f not in seen.sub_files for f in self._extension_files(directory, suffixes))
+        ]
 
     def _main_loads(self, run: _Target, package: str) -> list[ModuleInfo]:
         """The extension modules importing ``package`` loads in a main interpreter, once
