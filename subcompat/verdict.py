@@ -248,7 +248,10 @@ def explain(
         return msg, "pyo3"
     if "Interpreter change detected" in msg:
         return "Cython module that can only be loaded into one interpreter per process", "cython"
-    if SUBINTERP_MESSAGE in msg:
+    # A patch release of 3.13 runs a single-phase module's init in the main interpreter
+    # for an isolated one and, if it raises there, says only this: the file still decides.
+    switched = "failed to import from subinterpreter" in msg and shared_gil is False
+    if SUBINTERP_MESSAGE in msg or switched:
         if shared_gil is True:
             reason = (
                 "multi-phase init without per-interpreter GIL support "

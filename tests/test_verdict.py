@@ -118,6 +118,14 @@ def test_explain_classifications():
     assert explain({"msg": SUBMSG.format("x")}, True, None)[1] == "multi-phase-no-gil"
     assert explain({"msg": SUBMSG.format("x")}, False, "Cython")[0].endswith("built with Cython")
     assert explain({"msg": "PyO3 modules do not yet support subinterpreters"}, None, None)[1] == "pyo3"
+    # 3.13.x runs a single-phase init in the main interpreter and wraps what it raised there
+    wrapped = {"type": "ImportError", "msg": "failed to import from subinterpreter due to exception"}
+    assert explain(wrapped, False, "mypyc") == (
+        "single-phase init (legacy PyInit, no module state): never loads in an isolated interpreter; "
+        "built with mypyc",
+        "single-phase",
+    )
+    assert explain(wrapped, None, None)[1] is None  # not a known single-phase file: as raised
 
 
 def test_toolchain_markers(tmp_path):
