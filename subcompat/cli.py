@@ -223,15 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError):  # not the main thread (main() called from a library)
             pass
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "check":
-            return _check(args)
-        if args.command == "cache":
-            return _cache(args)
-        if args.command == "matrix":
-            return _matrix(args)
-        build_parser().print_help()
-        return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:  # --help, --version: printed, maybe into a closed pipe
+            sys.stdout.flush()
+            raise
+        code = _run(args)
+        sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
+        return code
     except UsageError as exc:
         print(f"subcompat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -246,6 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"subcompat: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
         return 128 + exc.signum
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return _check(args)
+    if args.command == "cache":
+        return _cache(args)
+    if args.command == "matrix":
+        return _matrix(args)
+    build_parser().print_help()
+    return EXIT_USAGE
 
 
 def _silence_stdout() -> None:
