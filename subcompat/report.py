@@ -247,7 +247,7 @@ def _gh_escape(text: str, *, prop: bool = False) -> str:
 
 def render_github(report: Report) -> str:
     """Workflow annotations at the import line that pulls each culprit in."""
-    out = []
+    out: list[str] = []
     for v in report.verdicts:
         title = _gh_escape(f"subcompat: {v.target}", prop=True)
         out.extend(f"::warning title={title}::{_gh_escape(w)}" for w in v.warnings)
