@@ -284,11 +284,26 @@ def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | No
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Runs in the project root (see ``_in_root``), so imports, the cache's environment
-    key and relative paths in reports are the same from any subdirectory."""
-    from subcompat import config as config_mod
+    """Runs in the project root, so imports, the cache's environment key and relative
+    paths in reports are the same from any subdirectory. The current directory stays on
+    the path after the root (modules beside you still import) unless ``--path`` is given."""
 
     start = os.getcwd()
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SUBCOMPAT_CACHE_DIR")}
+    try:
+        return _check_from(args, Path(start))
+    finally:
+        os.chdir(start)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _check_from(args: argparse.Namespace, start: Path) -> int:
+    from subcompat import config as config_mod
+
     _absolute_paths(args)
     if args.path is not None and not os.path.isdir(args.path):
         raise UsageError(f"--path {args.path}: not a directory")
@@ -297,13 +312,14 @@ def _check(args: argparse.Namespace) -> int:
     except config_mod.ConfigError as exc:
         raise UsageError(str(exc)) from None
     root, why = config_mod.project_root(args.path, config)
-    if root != Path(start).resolve() or args.path is not None:
+    here = start.resolve()
+    if args.path is None and root != here:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(here), *_pythonpath()])
+        why += "; then the current directory"
+    if root != here or args.path is not None:
         print(f"subcompat: importing from {root} ({why})", file=sys.stderr)
     os.chdir(root)
-    try:
-        return _check_in_root(args, config, root, Path(start))
-    finally:
-        os.chdir(start)
+    return _check_in_root(args, config, root, start)
 
 
 def _absolute_paths(args: argparse.Namespace) -> None:

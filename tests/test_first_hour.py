@@ -62,7 +62,22 @@ def test_run_from_a_subdirectory_imports_from_the_project_root(project):
     proc = run("check", "--format", "json", "--no-cache", cwd=project / "docs" / "deep")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert verdicts(proc)["app.jobs"]["verdict"] == "compatible"
-    assert f"importing from {project} (holds pyproject.toml)" in proc.stderr
+    assert f"importing from {project} (holds pyproject.toml; then the current directory)" in proc.stderr
+
+
+@pytest.mark.needs_subinterpreters
+def test_modules_beside_you_still_import_from_a_subdirectory(project):
+    """What `make demo` does: `cd examples && subcompat check shop.jobs...` in a repository
+    whose pyproject.toml is one level up."""
+    write_app(project / "examples", {"shop.jobs.reports": "import json\n"})
+    proc = run(
+        "check", "shop.jobs.reports", "app.jobs", "--format", "json", "--no-cache", cwd=project / "examples"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {t: m["verdict"] for t, m in verdicts(proc).items()} == {
+        "shop.jobs.reports": "compatible",
+        "app.jobs": "compatible",
+    }
 
 
 @pytest.mark.needs_subinterpreters
