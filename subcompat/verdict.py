@@ -399,6 +399,9 @@ def decide(result: ProbeResult) -> Verdict:
     for t in result.trials:
         if t.kind != "lazy" or t.status in ("ok",):
             continue
+        if t.status == "missing" and t.edge is not None and t.edge.optional:
+            notes.append(f"optional deferred import {t.candidate} is not installed ({_short_error(t.error)})")
+            continue
         if t.status == "missing":
             warnings.append(
                 f"missing dependency: deferred import {t.candidate} is not installed in this environment "

@@ -262,7 +262,12 @@ def test_cache_show_creates_nothing(tmp_path):
 
 @pytest.mark.needs_subinterpreters
 def test_a_missing_deferred_dependency_warns_and_fails_strict(project):
+    optional = (
+        "def run():\n    try:\n        import not_installed_opt_15\n"
+        "    except ModuleNotFoundError:\n        pass\n"
+    )
     write_app(project, {"app.sender": "def run():\n    import not_installed_dep_15\n    return 1\n"})
+    write_app(project, {"app.optional": optional})
     proc = run("check", "app.sender", "--format", "json", cwd=project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     entry = verdicts(proc)["app.sender"]
@@ -272,6 +277,10 @@ def test_a_missing_deferred_dependency_warns_and_fails_strict(project):
     strict = run("check", "app.sender", "--strict", cwd=project)  # from the cache: same answer
     assert strict.returncode == 1
     assert "warning: missing dependency" in strict.stdout and "cached" in strict.stdout
+    optional = run("check", "app.optional", "--format", "json", "--strict", cwd=project)
+    assert optional.returncode == 0, optional.stdout + optional.stderr  # it copes: not a broken deploy
+    entry = verdicts(optional)["app.optional"]
+    assert entry["warnings"] == [] and any("not_installed_opt_15" in n for n in entry["notes"])
     github = run("check", "app.sender", "--format", "github", cwd=project)
     assert github.stdout.startswith("::warning title=subcompat%3A app.sender::missing dependency")
 
