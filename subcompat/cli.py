@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--path",
         metavar="DIR",
-        help="project root to import targets from (default: the directory of the nearest "
-        "pyproject.toml, else the current directory)",
+        help="import targets from DIR alone (default: the directory of the nearest "
+        "pyproject.toml, then the current directory)",
     )
     check.add_argument(
         "--baseline",
