@@ -103,6 +103,7 @@ class Verdict:
     culprits: tuple[Culprit, ...] = ()
     degraded: tuple[Culprit, ...] = ()
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # a broken deploy (a dependency missing): fails under --strict
     files: tuple[str, ...] = ()  # what the verdict depends on: first-party and extension files
     dist_stamps: tuple[str, ...] = ()
     extensions: tuple[ExtensionVerdict, ...] = ()
@@ -123,6 +124,7 @@ class Verdict:
             "culprits": [c.to_json() for c in self.culprits],
             "degraded": [c.to_json() for c in self.degraded],
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "files": list(self.files),
             "dist_stamps": list(self.dist_stamps),
             "extensions": [e.to_json() for e in self.extensions],
@@ -141,6 +143,7 @@ class Verdict:
             culprits=tuple(Culprit.from_json(c) for c in data.get("culprits", ())),
             degraded=tuple(Culprit.from_json(c) for c in data.get("degraded", ())),
             notes=tuple(data.get("notes", ())),
+            warnings=tuple(data.get("warnings", ())),
             files=tuple(data.get("files", ())),
             dist_stamps=tuple(data.get("dist_stamps", ())),
             extensions=tuple(ExtensionVerdict.from_json(e) for e in data.get("extensions", ())),
@@ -292,6 +295,7 @@ def decide(result: ProbeResult) -> Verdict:
     main = next((t for t in result.trials if t.kind == "main" and t.candidate == module), None)
     exts = {t.candidate: t for t in result.trials if t.kind == "extension"}
     notes: list[str] = []
+    warnings: list[str] = []
     errors: list[str] = []  # broken in any interpreter, or the probe could not finish
     unfinished: list[str] = []  # the budget ran out first
     culprits: dict[str, Culprit] = {}
@@ -398,8 +402,14 @@ def decide(result: ProbeResult) -> Verdict:
     for t in result.trials:
         if t.kind != "lazy" or t.status in ("ok",):
             continue
+        if t.status == "missing" and t.edge is not None and t.edge.optional:
+            notes.append(f"optional deferred import {t.candidate} is not installed ({_short_error(t.error)})")
+            continue
         if t.status == "missing":
-            notes.append(f"deferred import {t.candidate} is not installed ({_short_error(t.error)})")
+            warnings.append(
+                f"missing dependency: deferred import {t.candidate} is not installed in this environment "
+                f"({_short_error(t.error)}): the job fails when it reaches it"
+            )
             continue
         if t.status != "failed":
             continue
@@ -499,6 +509,7 @@ def decide(result: ProbeResult) -> Verdict:
         culprits=tuple(sorted(culprits.values(), key=lambda c: c.module)),
         degraded=tuple(sorted(degraded.values(), key=lambda c: c.module)),
         notes=tuple(notes),
+        warnings=tuple(warnings),
         extensions=ext_verdicts,
         transient=result.transient or "",
         **base,
