@@ -39,6 +39,17 @@ def _load_sibling(name):
     return module
 
 
+_UNSUPPORTED_3_12 = (
+    "Python 3.12 has isolated sub-interpreters with their own GIL in its C API (PEP 684) but no "
+    "supported Python API for them (only the private test module _xxsubinterpreters; _interpreters, "
+    "which subcompat and chancy's executor use, came in 3.13): use Python 3.13 or newer"
+)
+_UNSUPPORTED_OLD = (
+    "Python %d.%d has no isolated sub-interpreters with their own GIL (C API in 3.12, "
+    "Python module in 3.13): use Python 3.13 or newer" % sys.version_info[:2]
+)
+
+
 class Backend:
     """Creates, runs code in and destroys one interpreter per trial."""
 
@@ -46,9 +57,8 @@ class Backend:
     unsupported = None
 
     def __init__(self):
-        too_old = (sys.modules.get("_subcompat__support") or _load_sibling("_support")).no_subinterpreters()
-        if too_old:
-            self.unsupported = too_old + " with their own GIL: use Python 3.13 or newer"
+        if (sys.modules.get("_subcompat__support") or _load_sibling("_support")).no_subinterpreters():
+            self.unsupported = _UNSUPPORTED_3_12 if sys.version_info[:2] == (3, 12) else _UNSUPPORTED_OLD
             return
         try:
             import _interpreters

@@ -68,6 +68,24 @@ class Seen:
                 self.modules.setdefault(info.name, info)
                 self.edges.setdefault(info.name, Edge(package))
 
+    def packages_met(self) -> dict[str, str]:
+        """Installed packages (name: directory) a sub-interpreter imported, or whose import it
+        began and lost on one of the package's own extensions."""
+        out: dict[str, str] = {}
+        for name in self.in_sub:
+            info = self.modules.get(name)
+            if info is not None and info.file and info.file.endswith("__init__.py") and foreign(info):
+                out[name] = os.path.dirname(info.file)
+        for name in self.failed:
+            info = self.modules.get(name)
+            package = name.rpartition(".")[0]
+            if not package or package in out or info is None or not info.file or not foreign(info):
+                continue
+            directory = os.path.dirname(info.file)
+            if os.path.isfile(os.path.join(directory, "__init__.py")):
+                out[package] = directory
+        return out
+
     def skipped(self) -> frozenset[str]:
         """Extensions a main interpreter loads with a package the sub-interpreter imported
         without loading or trying them: accelerators skipped without a word."""

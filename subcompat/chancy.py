@@ -422,6 +422,78 @@ def _sub_executor_class() -> tuple[type[Executor] | None, str | None]:
     return SubInterpreterExecutor, None
 
 
+_GUARD_WHY = (
+    "chancy's process executor starts its children with multiprocessing's 'spawn', and each child "
+    're-imports the script: put its start-up under `if __name__ == "__main__":`'
+)
+EXIT_REIMPORTED = 70  # EX_SOFTWARE
+
+
+def _stop_if_reimported() -> None:
+    """A worker started while a spawned child re-imports the main script: the script has
+    no ``__main__`` guard and this copy would push its jobs again and start another worker
+    (the run never ends). Stop the copy, saying why; the parent sees its child fail."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or not getattr(process.current_process(), "_inheriting", False):
+        return
+    main = sys.argv[0] if sys.argv and sys.argv[0] else "the main script"  # the parent's, sent to the child
+    sys.stderr.write(
+        f"subcompat: error: {main} started a worker again inside a child process: {_GUARD_WHY}\n"
+    )
+    sys.stderr.flush()
+    os._exit(EXIT_REIMPORTED)
+
+
+def unguarded_main() -> str | None:
+    """Why the main script will misbehave in spawned children, or None: it starts work at
+    top level (``asyncio.run(...)``, ``main()``, ``Worker(...)``) with no
+    ``if __name__ == "__main__":`` guard. The file is read, never imported."""
+    import ast
+
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not file or not file.endswith(".py"):
+        return None
+    try:
+        if os.path.getsize(file) > 1 << 20:
+            return None
+        with open(file, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), file)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    definitions = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in tree.body:
+        if isinstance(node, ast.If) and {"__name__", "__main__"} <= _names(node.test):
+            return None
+    if not any(_starts_work(node) for node in tree.body if not isinstance(node, definitions)):
+        return None
+    return f'{file} starts work at import time, with no `if __name__ == "__main__":` guard: {_GUARD_WHY}'
+
+
+_STARTERS = {"run", "main", "run_until_complete", "Worker"}
+
+
+def _starts_work(node: Any) -> bool:
+    import ast
+
+    for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+        func = call.func
+        if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) in _STARTERS:
+            return True
+    return False
+
+
+def _names(node: Any) -> set[str]:
+    import ast
+
+    found = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            found.add(n.id)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            found.add(n.value)
+    return found
+
+
 class AutoFallbackExecutor(Executor):
     """One executor to chancy; a sub-interpreter, a process and a thread pool inside,
     each created on first use."""
@@ -438,6 +510,7 @@ class AutoFallbackExecutor(Executor):
         return cls.capabilities | ProcessExecutor.get_capabilities() | ThreadedExecutor.get_capabilities()
 
     def __init__(self, worker: Any, queue: Any, **options: Any) -> None:
+        _stop_if_reimported()
         try:
             config = validate_options(options)
         except OptionsError as exc:
@@ -461,6 +534,9 @@ class AutoFallbackExecutor(Executor):
         self._completed = asyncio.Event()  # set whenever a job leaves an inner executor
         self._debug = worker.chancy.log.isEnabledFor(logging.DEBUG)
         self._sub_cls, self._unavailable = _sub_executor_class()
+        unguarded = unguarded_main()
+        if unguarded:
+            self._log("warning", f"subcompat: {unguarded}")
         if self._unavailable:
             self._log(
                 "warning",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from subcompat.cache import Cache, environment_key
 from subcompat.probe import DEFAULT_MEMORY_MB, Interpreter, Prober
@@ -45,10 +45,13 @@ def check(
     policy: Policy = DEFAULT_POLICY,
     runtime: str = "none",
     sys_path: Sequence[str] | None = None,
+    progress: Callable[[int, int, str | None], None] | None = None,
 ) -> Report:
     """``timeout`` is one target's whole probe budget; ``memory_mb`` the address space
     of each probe worker. ``sys_path`` resolves targets with the caller's path (an
     executor passes its worker's ``sys.path``); by default the probe child's own.
+    ``progress(done, total, probing)`` is told as each target finishes (``probing``: the
+    first one still running).
 
     Each verdict is cached as soon as it is decided (a run cut short keeps what it
     found), except those a limit or an outside kill decided: they are not facts."""
@@ -75,9 +78,16 @@ def check(
                 if python is not None:
                     cache.put_interpreter(os.path.abspath(python), interp.to_json())
                 prober.recall = cache.recall(interp.key)
+            pending = dict.fromkeys(misses)
+            unique = len(dict.fromkeys(targets))
+            if progress is not None:
+                progress(unique - len(pending), unique, misses[0])
             for result in prober.iter_probe(misses):
                 verdict = decide(result)
                 found[result.target] = verdict
+                pending.pop(result.target, None)
+                if progress is not None:
+                    progress(unique - len(pending), unique, next(iter(pending), None))
                 lasting = verdict.verdict not in (ERROR, UNSUPPORTED) and not verdict.transient
                 if cache is not None and lasting:
                     cache.put_job(interp.key, env, verdict)

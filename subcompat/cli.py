@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from subcompat import __version__
 
 EXIT_USAGE = 2
-_TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (`| head`), as a shell reports it
 
 
 class UsageError(Exception):
@@ -61,8 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check", formatter_class=_Formatter, help="probe job modules in fresh sub-interpreters"
     )
-    check.add_argument("targets", nargs="*", metavar="TARGET", help="dotted module or module:function")
-    check.add_argument("--format", choices=("text", "json", "markdown", "junit", "github"), default="text")
+    check.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="dotted module, module:function, or a .py file (default: jobs in [tool.subcompat])",
+    )
+    check.add_argument(
+        "--format",
+        choices=("text", "json", "markdown", "junit", "github"),
+        default="text",
+        help="text for people (default), json for tools, markdown for a PR comment, "
+        "junit for CI test views, github for workflow annotations",
+    )
+    check.add_argument(
+        "--path",
+        metavar="DIR",
+        help="import targets from DIR alone (default: the directory of the nearest "
+        "pyproject.toml, then the current directory)",
+    )
     check.add_argument(
         "--baseline",
         metavar="FILE",
@@ -95,14 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="probe children in parallel (default: CPU count)",
     )
-    check.add_argument("--strict", action="store_true", help="exit 1 on degraded targets too")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 on degraded targets and on warnings (a missing dependency)",
+    )
+    check.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="targets done / total and the one being probed, on stderr (auto: only on a terminal)",
+    )
     check.add_argument(
         "--degraded",
         choices=("fallback", "subinterpreter"),
         default=None,
         help="where degraded jobs should run (for the advice and route; default: config, else fallback)",
     )
-    check.add_argument("--fallback", choices=("process", "thread"), default=None)
+    check.add_argument(
+        "--fallback",
+        choices=("process", "thread"),
+        default=None,
+        help="the executor that runs jobs a sub-interpreter cannot (for the advice and route; "
+        "default: config, else process)",
+    )
     check.add_argument(
         "--runtime",
         choices=("none", "chancy"),
@@ -112,16 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cache = sub.add_parser("cache", formatter_class=_Formatter, help="inspect or clear the verdict cache")
-    cache.add_argument("action", choices=("show", "clear"))
-    cache.add_argument("--cache-dir", metavar="DIR")
-    cache.add_argument("--format", choices=("text", "json"), default="text")
+    cache.add_argument(
+        "action", choices=("show", "clear"), help="show: list cached verdicts; clear: delete them"
+    )
+    cache.add_argument(
+        "--cache-dir", metavar="DIR", help="default: $SUBCOMPAT_CACHE_DIR or the user cache dir"
+    )
+    cache.add_argument("--format", choices=("text", "json"), default="text", help="output format of show")
 
     matrix = sub.add_parser(
         "matrix",
         formatter_class=_Formatter,
         help="merge JSON reports from several Pythons into one markdown table",
     )
-    matrix.add_argument("reports", nargs="+", metavar="REPORT.json")
+    matrix.add_argument(
+        "reports", nargs="+", metavar="REPORT.json", help="`check --format json` reports, one per Python"
+    )
     matrix.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     return parser
 
@@ -184,18 +223,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError):  # not the main thread (main() called from a library)
             pass
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "check":
-            return _check(args)
-        if args.command == "cache":
-            return _cache(args)
-        if args.command == "matrix":
-            return _matrix(args)
-        build_parser().print_help()
-        return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:  # --help, --version: printed, maybe into a closed pipe
+            sys.stdout.flush()
+            raise
+        code = _run(args)
+        sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
+        return code
     except UsageError as exc:
         print(f"subcompat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("subcompat: interrupted", file=sys.stderr)
         return 130
@@ -204,6 +245,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"subcompat: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
         return 128 + exc.signum
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return _check(args)
+    if args.command == "cache":
+        return _cache(args)
+    if args.command == "matrix":
+        return _matrix(args)
+    build_parser().print_help()
+    return EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone: what is still buffered must not fail again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | None
@@ -222,30 +284,126 @@ def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | No
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Runs in the project root, so imports, the cache's environment key and relative
+    paths in reports are the same from any subdirectory. The current directory stays on
+    the path after the root (modules beside you still import) unless ``--path`` is given."""
+
+    start = os.getcwd()
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SUBCOMPAT_CACHE_DIR")}
+    try:
+        return _check_from(args, Path(start))
+    finally:
+        os.chdir(start)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _check_from(args: argparse.Namespace, start: Path) -> int:
+    from subcompat import config as config_mod
+
+    _absolute_paths(args)
+    if args.path is not None and not os.path.isdir(args.path):
+        raise UsageError(f"--path {args.path}: not a directory")
+    try:
+        config = config_mod.load(Path(args.path) if args.path else None)
+    except config_mod.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    root, why = config_mod.project_root(args.path, config)
+    here = start.resolve()
+    if args.path is None and root != here:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(here), *_pythonpath()])
+        why += "; then the current directory"
+    if root != here or args.path is not None:
+        print(f"subcompat: importing from {root} ({why})", file=sys.stderr)
+    os.chdir(root)
+    return _check_in_root(args, config, root, start)
+
+
+def _absolute_paths(args: argparse.Namespace) -> None:
+    """Paths given relative to where the user stands, made absolute before moving to the
+    project root; an interpreter named without a slash is still looked up on PATH."""
+    for name in ("path", "cache_dir", "baseline"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    if args.python and os.sep in args.python:
+        args.python = os.path.abspath(args.python)
+    for i, target in enumerate(args.targets):
+        file, function = _as_file(target)
+        if file is not None:
+            args.targets[i] = os.path.abspath(file) + (f":{function}" if function else "")
+    if os.environ.get("SUBCOMPAT_CACHE_DIR"):
+        os.environ["SUBCOMPAT_CACHE_DIR"] = os.path.abspath(os.environ["SUBCOMPAT_CACHE_DIR"])
+    if os.environ.get("PYTHONPATH"):
+        entries = os.environ["PYTHONPATH"].split(os.pathsep)
+        os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else p for p in entries)
+
+
+def _targets(args: argparse.Namespace, config, root: Path) -> list[str]:  # noqa: ANN001
+    """Dotted names as given, files as their module names (their import directory put on
+    PYTHONPATH when it is not the root), packages as all their modules."""
+    from subcompat import config as config_mod
+
+    named = []
+    for target in args.targets or config.jobs:
+        file, function = _as_file(target)
+        if file is not None:
+            named.append(_file_target(Path(file), root) + (f":{function}" if function else ""))
+        else:
+            named.append(target)
+    for target in named:
+        if not config_mod.is_target_name(target):
+            raise UsageError(
+                f"{target!r} is not a module name (expected dotted.module, module:function or a .py file)"
+            )
+    # a package, named here or in the config, is all of its modules (found on disk, on this
+    # interpreter's path: a named package is expanded only when probing this interpreter)
+    if args.targets and args.python:
+        return named
+    return config_mod.expand_jobs(named, [str(root), *_pythonpath(), *sys.path[1:]])
+
+
+def _as_file(target: str) -> tuple[str | None, str]:
+    """``path/to/jobs.py`` or ``path/to/jobs.py:function`` as (file, function); (None, "")
+    for a dotted name."""
+    file, colon, function = target.rpartition(":")
+    if not (colon and function.isidentifier()):
+        file, function = target, ""
+    return (file, function) if file.endswith(".py") or os.sep in file else (None, "")
+
+
+def _pythonpath() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
+def _file_target(file: Path, root: Path) -> str:
+    from subcompat import config as config_mod
+
+    if not file.is_file():
+        raise UsageError(f"{file}: no such file")
+    if file.suffix != ".py":
+        raise UsageError(f"{file}: not a Python source file (.py)")
+    module, directory = config_mod.module_for_file(file)
+    if directory != root and str(directory) not in _pythonpath():
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(directory), *_pythonpath()])
+    print(f"subcompat: {file} is module {module} (imported from {directory})", file=sys.stderr)
+    return module
+
+
+def _check_in_root(args: argparse.Namespace, config, root: Path, start: Path) -> int:  # noqa: ANN001
     from subcompat import config as config_mod
     from subcompat.check import check
     from subcompat.probe import ProbeError
     from subcompat.report import Report, write
-    from subcompat.route import Policy
 
-    try:
-        config = config_mod.load()
-    except config_mod.ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    # a package, named here or in the config, is all of its modules (found on disk, on this
-    # interpreter's path: a named package is expanded only when probing this interpreter)
-    if args.targets and args.python:
-        targets = list(args.targets)
-    else:
-        targets = config_mod.expand_jobs(args.targets or config.jobs)
+    targets = _targets(args, config, root)
     if not targets:
         raise UsageError(
             "no targets: give dotted module names (e.g. myapp.jobs or myapp.jobs:send) "
             "or set jobs in [tool.subcompat] of pyproject.toml"
         )
-    for target in targets:
-        if not _TARGET.match(target):
-            raise UsageError(f"{target!r} is not a module name (expected dotted.module or module:function)")
     baseline = None
     if args.baseline:
         from subcompat import baseline as baseline_mod
@@ -254,8 +412,11 @@ def _check(args: argparse.Namespace) -> int:
             baseline = baseline_mod.load(args.baseline)
         except baseline_mod.BaselineError as exc:
             raise UsageError(str(exc)) from None
+    from subcompat.route import Policy
+
     policy = Policy(fallback=args.fallback or config.fallback, degraded=args.degraded or config.degraded)
     cache = _open_cache(args)
+    progress = _Progress.for_stream(sys.stderr, args.progress)
     try:
         report = check(
             targets,
@@ -266,17 +427,24 @@ def _check(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             policy=policy,
             runtime=args.runtime,
+            progress=progress,
         )
     except ProbeError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
     finally:
+        if progress is not None:
+            progress.clear()
         if cache is not None:
             cache.close()
+    verdicts = tuple(_explain_unimportable(v, root, start) for v in report.verdicts)
     if config.ignore or config.assume_incompatible:
-        verdicts = tuple(config_mod.apply_overrides(report.verdicts, config))
-        report = Report(report.python, verdicts, report.policy, report.elapsed_s, report.probed)
+        verdicts = tuple(config_mod.apply_overrides(verdicts, config))
+        if args.python is None:
+            for message in config_mod.inert_rules(verdicts, config, [str(root), *sys.path[1:]]):
+                warnings.warn(message, stacklevel=1)
+    report = Report(report.python, verdicts, report.policy, report.elapsed_s, report.probed)
     write(report, args.format)
     code = report.exit_code(strict=args.strict)
     if baseline is not None:
@@ -286,6 +454,57 @@ def _check(args: argparse.Namespace) -> int:
         if code != EXIT_USAGE:
             code = 1 if comparison.regressions else 0
     return code
+
+
+def _explain_unimportable(v, root: Path, start: Path):  # noqa: ANN001, ANN202
+    """A target that is not on the import path is a setup problem, not 'a bug in the
+    module': say where it was looked for and where it is."""
+    from dataclasses import replace
+
+    from subcompat import config as config_mod
+    from subcompat.verdict import ERROR
+
+    module = v.target.partition(":")[0]
+    parts = module.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    missing = next((p for p in prefixes if f"No module named '{p}'" in v.reason), None)
+    if v.verdict != ERROR or missing is None:
+        return v
+    looked = ", ".join([str(root), *_pythonpath()]) + " and the interpreter's site-packages"
+    found = config_mod.where_is(parts[0], root, [start] if start.resolve() != root else [])
+    if found is not None:
+        fix = f"it is in {found}: pass --path {found}, or install the project (pip install -e .)"
+    elif missing != parts[0]:
+        fix = f"{missing.rpartition('.')[0]} has no module {missing.rpartition('.')[2]!r}: check the name"
+    else:
+        fix = "check the name, run from its project, pass --path DIR, or install its distribution"
+    reason = f"{module} is not importable (No module named {missing!r}); looked in {looked}; {fix}"
+    return replace(v, reason=reason)
+
+
+class _Progress:
+    """``[done/total] probing NAME`` on one self-erasing stderr line; nothing unless a terminal
+    (or ``--progress always``), so pipes and CI logs stay clean."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self.stream = stream
+        self.shown = False
+
+    @classmethod
+    def for_stream(cls, stream, mode: str):  # noqa: ANN001, ANN206
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        return cls(stream) if mode == "always" or (mode == "auto" and tty) else None
+
+    def __call__(self, done: int, total: int, probing: str | None) -> None:
+        text = f"[{done}/{total}]" + (f" probing {probing}" if probing else " done")
+        self.stream.write(f"\r\x1b[K{text}")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
 
 
 def _matrix(args: argparse.Namespace) -> int:

@@ -58,6 +58,51 @@ class Config:
 _KEYS = {"jobs", "fallback", "degraded", "timeout", "memory", "assume_incompatible", "ignore"}
 
 
+def is_target_name(text: str) -> bool:
+    """``dotted.module`` or ``dotted.module:function``, identifiers as Python defines them
+    (``ñame`` is one); nothing else, not even a trailing newline."""
+    module, _, function = text.partition(":")
+    parts = module.split(".") + ([function] if ":" in text else [])
+    return all(part.isidentifier() for part in parts)
+
+
+def project_root(path: str | None, config: Config) -> tuple[Path, str]:
+    """Where targets are imported from, and why there: ``--path``, else the directory of
+    the pyproject.toml the config came from (run from a subdirectory, imports still
+    resolve as from the project root), else the current directory."""
+    if path is not None:
+        return Path(path).resolve(), "--path"
+    if config.path is not None:
+        return Path(config.path).parent.resolve(), f"holds {Path(config.path).name}"
+    return Path.cwd().resolve(), "the current directory"
+
+
+def module_for_file(file: Path) -> tuple[str, Path]:
+    """A source file as a dotted module name and the directory it is imported from: the
+    parent of its outermost package (a directory with ``__init__.py``)."""
+    file = file.resolve()
+    parts = [file.stem] if file.name != "__init__.py" else []
+    directory = file.parent
+    while (directory / "__init__.py").is_file() and directory.parent != directory:
+        parts.insert(0, directory.name)
+        directory = directory.parent
+    return ".".join(parts), directory
+
+
+def where_is(top: str, root: Path, elsewhere: Sequence[Path] = ()) -> Path | None:
+    """A directory (one level below ``root``, or one of ``elsewhere``) that holds the
+    top-level module ``top``: where a target that failed to import actually lives."""
+    candidates = [*elsewhere]
+    try:
+        candidates += sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[:200]
+    except OSError:
+        pass
+    for directory in candidates:
+        if (directory / top).is_dir() or (directory / f"{top}.py").is_file():
+            return directory
+    return None
+
+
 def find_pyproject(start: Path | None = None) -> Path | None:
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
@@ -230,7 +275,7 @@ def apply_overrides(verdicts: Iterable[Verdict], config: Config) -> list[Verdict
             verdict = DEGRADED if degraded else COMPATIBLE
         if verdict == DEGRADED and not degraded and v.degraded:
             verdict = COMPATIBLE
-        tree = {e.module for e in v.extensions} | {c.module for c in (*v.culprits, *v.degraded)} | {v.target}
+        tree = _tree(v)
         for rule in config.assume_incompatible:
             hits = sorted(m for m in tree if rule.matches(m))
             if hits:
@@ -251,6 +296,29 @@ def apply_overrides(verdicts: Iterable[Verdict], config: Config) -> list[Verdict
             )
         out.append(v)
     return out
+
+
+def inert_rules(verdicts: Iterable[Verdict], config: Config, search_path: Sequence[str]) -> list[str]:
+    """``assume_incompatible`` rules that cannot act: they name a pure-Python module, and a
+    rule only sees job modules, extensions and culprits (a run that never imports a module
+    is not worth a warning; a rule that can never match is)."""
+    seen = [m for v in verdicts for m in _tree(v)]
+    out = []
+    for rule in config.assume_incompatible:
+        if any(rule.matches(m) for m in seen):
+            continue
+        spec = _find(rule.module, list(search_path))
+        if spec is not None and (spec.origin or "").endswith(".py"):
+            out.append(
+                f"assume_incompatible: {rule.module!r} is pure Python, so the rule matched nothing: it "
+                "applies to extension modules and job modules; name the job module that imports it instead"
+            )
+    return out
+
+
+def _tree(v: Verdict) -> set[str]:
+    named = {c.module for c in (*v.culprits, *v.degraded)}
+    return {e.module for e in v.extensions} | named | {v.target.partition(":")[0]}
 
 
 def _hit(rules: Sequence[Override], module: str, notes: list[str]) -> bool:

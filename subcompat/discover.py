@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 
+#: suffix of ``Edge.how`` (it travels as that one string through the probe's processes)
+OPTIONAL = " (optional)"
+
+
 @dataclass(frozen=True)
 class Edge:
     """Who imported a module, and where: the link a report shows in an import chain."""
@@ -41,7 +45,12 @@ class Edge:
     importer: str
     file: str | None = None
     line: int | None = None
-    how: str = "import"  # import | function | import_module | __getattr__
+    how: str = "import"  # import | function | import_module | __getattr__, maybe + OPTIONAL
+
+    @property
+    def optional(self) -> bool:
+        """The import sits in a ``try`` that catches its absence: the code copes without it."""
+        return self.how.endswith(OPTIONAL)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -205,6 +214,8 @@ def _resolve(module: str | None, level: int, package: str) -> str | None:
 #: ``except`` clauses that catch a name missing from a module (AttributeError, or the
 #: ImportError of ``from mod import Name``): a reference inside such a ``try`` is guarded.
 _CATCHES_MISSING = frozenset({"AttributeError", "ImportError", "Exception", "BaseException"})
+#: Handlers that make an import optional: the code copes when the module is absent.
+_CATCHES_IMPORT = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 #: Calls in a test that make the branch a feature check (``if hasattr(yaml, "CLoader")``).
 _PROBES = frozenset({"hasattr", "getattr"})
 
@@ -230,6 +241,7 @@ class _Scanner:
         self._derived: dict[str, frozenset[str]] = {}  # `HAS_C = hasattr(yaml, ...)`
         self._tests: list[frozenset[str]] = []  # names tested by enclosing if/while/and/or
         self._caught = 0  # inside a try whose handlers catch a missing name
+        self._optional = 0  # inside a try whose handlers catch a missing module
         self._uses: list[tuple[tuple[str, ...], int, frozenset[str]]] = []  # chain, line, tested
         self._from: list[tuple[str, str, int, frozenset[str]]] = []  # from module import name
 
@@ -247,6 +259,7 @@ class _Scanner:
 
     def _add(self, name: str | None, fromlist: Iterable[str], node: ast.AST, how: str) -> None:
         if name:
+            how += OPTIONAL if self._optional else ""
             edge = Edge(self.module, self.file, getattr(node, "lineno", None), how)
             self.found.append(LazyImport(name, tuple(fromlist), edge))
 
@@ -300,22 +313,25 @@ class _Scanner:
 
     def visit_Try(self, node: ast.Try) -> None:
         caught = any(self._catches_missing(h.type) for h in node.handlers)
+        optional = any(self._catches_missing(h.type, _CATCHES_IMPORT) for h in node.handlers)
         self._caught += caught
+        self._optional += optional
         try:
             self._visit_all(node.body)
         finally:
             self._caught -= caught
+            self._optional -= optional
         self._visit_all([*node.handlers, *node.orelse, *node.finalbody])
 
     visit_TryStar = visit_Try
 
-    def _catches_missing(self, kind: ast.AST | None) -> bool:
+    def _catches_missing(self, kind: ast.AST | None, names: frozenset[str] = _CATCHES_MISSING) -> bool:
         if kind is None:
             return True  # a bare except
         if isinstance(kind, self._ast.Tuple):
-            return any(self._catches_missing(k) for k in kind.elts)
+            return any(self._catches_missing(k, names) for k in kind.elts)
         name = kind.id if isinstance(kind, self._ast.Name) else getattr(kind, "attr", None)
-        return name in _CATCHES_MISSING
+        return name in names
 
     def _visit_func(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
         """Decorators and defaults run at definition time; annotations are type hints."""

@@ -55,7 +55,7 @@ from subcompat._records import (
     parse_failures,
     split_target,
 )
-from subcompat._seen import Seen, foreign, name_trials
+from subcompat._seen import Seen, name_trials
 from subcompat._transport import STATS, ChildGone, ProbeError, Worker, Zygote
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
 
@@ -563,20 +563,19 @@ class Prober:
         )
 
     def _untried_packages(self, seen: Seen, interp: Interpreter) -> list[str]:
-        """The installed packages the sub-interpreter imported that keep extension files in
-        their own directory it neither loaded nor tried: a main interpreter may load what
-        the sub-interpreter skipped without a word (the package checked for one first, or
-        fell back wholesale). Only these are worth asking a main interpreter about."""
+        """The installed packages the sub-interpreter imported (or tried to: one whose own
+        import failed on an extension, which its importer swallowed) that keep extension
+        files in their own directory it neither loaded nor tried: a main interpreter may load
+        what the sub-interpreter skipped without a word (the package checked for one first,
+        or fell back wholesale). Only these are worth asking a main interpreter about."""
         suffixes = tuple(interp.ext_suffixes)
-        out = []
-        for name in sorted(seen.in_sub):
-            info = seen.modules.get(name)
-            if info is None or not info.file or not info.file.endswith("__init__.py") or not foreign(info):
-                continue
-            files = self._extension_files(os.path.dirname(info.file), suffixes) if suffixes else ()
-            if any(f not in seen.sub_files for f in files):
-                out.append(name)
-        return out
+        if not suffixes:
+            return []
+        return [
+            package
+            for package, directory in sorted(seen.packages_met().items())
+            if any(f not in seen.sub_files for f in self._extension_files(directory, suffixes))
+        ]
 
     def _main_loads(self, run: _Target, package: str) -> list[ModuleInfo]:
         """The extension modules importing ``package`` loads in a main interpreter, once

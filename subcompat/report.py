@@ -45,13 +45,13 @@ class Report:
 
     def exit_code(self, *, strict: bool = False) -> int:
         """2 if any target is broken everywhere (fix that first), 1 if any cannot run
-        in a sub-interpreter (degraded too with ``strict``), 3 if this Python has no
-        sub-interpreters, else 0."""
+        in a sub-interpreter (degraded, or a warning such as a missing dependency, too with
+        ``strict``), 3 if this Python has no sub-interpreters, else 0."""
         kinds = {v.verdict for v in self.verdicts}
         if ERROR in kinds:
             return EXIT_USAGE
         bad = {INCOMPATIBLE, CRASH, TIMEOUT} | ({DEGRADED} if strict else set())
-        if kinds & bad:
+        if kinds & bad or (strict and any(v.warnings for v in self.verdicts)):
             return EXIT_INCOMPATIBLE
         if UNSUPPORTED in kinds:
             return EXIT_UNSUPPORTED
@@ -73,6 +73,7 @@ class Report:
                     "route": route_for(v, self.policy).route,
                     "advice": advice(v, self.policy),
                     "notes": list(v.notes),
+                    "warnings": list(v.warnings),
                     "extensions": [
                         {"module": e.module, "verdict": e.verdict, "distribution": e.distribution}
                         for e in v.extensions
@@ -166,6 +167,8 @@ def render_text(report: Report, *, colour: bool = False) -> str:
             lines.extend(_culprit_lines(c, "✘", paint))
         for c in v.degraded:
             lines.extend(_culprit_lines(c, "~", paint))
+        for warning in v.warnings:
+            lines.append(paint(f"    ! warning: {warning}", "33"))
         for note in v.notes:
             lines.append(paint(f"    note: {note}", "2"))
         if v.verdict != COMPATIBLE:
@@ -173,7 +176,9 @@ def render_text(report: Report, *, colour: bool = False) -> str:
     counts: dict[str, int] = {}
     for v in report.verdicts:
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
-    lines.append(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no targets")
+    warned = sum(1 for v in report.verdicts if v.warnings)
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no targets"
+    lines.append(summary + (f" ({warned} with warnings: fails under --strict)" if warned else ""))
     return "\n".join(lines)
 
 
@@ -213,6 +218,7 @@ def render_markdown(report: Report) -> str:
     for v in report.verdicts:
         culprits = [_culprit_summary(c) for c in v.culprits]
         culprits += [f"(degraded) {_culprit_summary(c)}" for c in v.degraded]
+        culprits += [f"(warning) {w}" for w in v.warnings]
         if not culprits and v.verdict not in (COMPATIBLE,):
             culprits = [v.reason]
         lines.append(
@@ -260,8 +266,9 @@ def render_junit(report: Report) -> str:
             ET.SubElement(case, "error", message=v.reason[:500], type=v.verdict).text = v.reason
         elif v.verdict == UNSUPPORTED:
             ET.SubElement(case, "skipped", message=v.reason)
-        elif v.degraded:
-            ET.SubElement(case, "system-out").text = "degraded:\n" + detail
+        elif v.degraded or v.warnings:
+            warned = "".join(f"warning: {w}\n" for w in v.warnings)
+            ET.SubElement(case, "system-out").text = warned + ("degraded:\n" + detail if detail else "")
     ET.indent(suites)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode")
 
@@ -273,8 +280,10 @@ def _gh_escape(text: str, *, prop: bool = False) -> str:
 
 def render_github(report: Report) -> str:
     """Workflow annotations at the import line that pulls each culprit in."""
-    out = []
+    out: list[str] = []
     for v in report.verdicts:
+        title = _gh_escape(f"subcompat: {v.target}", prop=True)
+        out.extend(f"::warning title={title}::{_gh_escape(w)}" for w in v.warnings)
         level = {DEGRADED: "warning", UNSUPPORTED: "notice"}.get(v.verdict, "error")
         if v.verdict == COMPATIBLE:
             continue

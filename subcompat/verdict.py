@@ -102,6 +102,7 @@ class Verdict:
     culprits: tuple[Culprit, ...] = ()
     degraded: tuple[Culprit, ...] = ()
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # a broken deploy (a dependency missing): fails under --strict
     files: tuple[str, ...] = ()  # what the verdict depends on: first-party and extension files
     dist_stamps: tuple[str, ...] = ()
     extensions: tuple[ExtensionVerdict, ...] = ()
@@ -122,6 +123,7 @@ class Verdict:
             "culprits": [c.to_json() for c in self.culprits],
             "degraded": [c.to_json() for c in self.degraded],
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "files": list(self.files),
             "dist_stamps": list(self.dist_stamps),
             "extensions": [e.to_json() for e in self.extensions],
@@ -140,6 +142,7 @@ class Verdict:
             culprits=tuple(Culprit.from_json(c) for c in data.get("culprits", ())),
             degraded=tuple(Culprit.from_json(c) for c in data.get("degraded", ())),
             notes=tuple(data.get("notes", ())),
+            warnings=tuple(data.get("warnings", ())),
             files=tuple(data.get("files", ())),
             dist_stamps=tuple(data.get("dist_stamps", ())),
             extensions=tuple(ExtensionVerdict.from_json(e) for e in data.get("extensions", ())),
@@ -182,7 +185,10 @@ def explain(
         return msg, "pyo3"
     if "Interpreter change detected" in msg:
         return "Cython module that can only be loaded into one interpreter per process", "cython"
-    if SUBINTERP_MESSAGE in msg:
+    # A patch release of 3.13 runs a single-phase module's init in the main interpreter
+    # for an isolated one and, if it raises there, says only this: the file still decides.
+    switched = "failed to import from subinterpreter" in msg and shared_gil is False
+    if SUBINTERP_MESSAGE in msg or switched:
         if shared_gil is True:
             reason = (
                 "multi-phase init without per-interpreter GIL support "
@@ -231,6 +237,7 @@ def decide(result: ProbeResult) -> Verdict:
         culprits=tuple(sorted(found.culprits.values(), key=lambda c: c.module)),
         degraded=tuple(sorted(found.degraded.values(), key=lambda c: c.module)),
         notes=tuple(found.notes),
+        warnings=tuple(found.warnings),
         extensions=ext_verdicts,
         transient=result.transient or "",
     )
@@ -299,6 +306,7 @@ class _Findings:
     culprits: dict[str, Culprit] = dataclasses.field(default_factory=dict)
     degraded: dict[str, Culprit] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # a broken deploy: fails under --strict
     errors: list[str] = dataclasses.field(default_factory=list)  # broken anywhere, or the probe broke
     unfinished: list[str] = dataclasses.field(default_factory=list)  # the budget ran out first
 
@@ -371,13 +379,21 @@ def _job_failure(ev: _Evidence, found: _Findings) -> None:
 
 
 def _deferred_imports(ev: _Evidence, found: _Findings) -> None:
-    """Deferred imports that were not installed (a note), or failed here (a culprit) or
-    everywhere (an error)."""
+    """Deferred imports that are not installed (a warning; a note when the import is
+    optional), or failed here (a culprit) or everywhere (an error)."""
     for t in ev.result.trials:
         if t.kind != "lazy" or t.status == "ok":
             continue
+        if t.status == "missing" and t.edge is not None and t.edge.optional:
+            found.notes.append(
+                f"optional deferred import {t.candidate} is not installed ({_short_error(t.error)})"
+            )
+            continue
         if t.status == "missing":
-            found.notes.append(f"deferred import {t.candidate} is not installed ({_short_error(t.error)})")
+            found.warnings.append(
+                f"missing dependency: deferred import {t.candidate} is not installed in this environment "
+                f"({_short_error(t.error)}): the job fails when it reaches it"
+            )
             continue
         if t.status != "failed":
             continue

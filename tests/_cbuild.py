@@ -32,6 +32,8 @@ EXTENSIONS: dict[str, tuple[str, dict[str, str]]] = {
     "sc_wholesale._second": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
     "sc_optional.extra._ext": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
     "sc_mainhang._speedups": ("sc_single.c", {}),
+    "sc_brittle._first": ("sc_single.c", {}),
+    "sc_brittle._second": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
 }
 
 PACKAGES: dict[str, tuple[str | None, str]] = {
@@ -92,6 +94,13 @@ except ImportError:
         '''"""Pure Python; an optional extension sits in a subpackage it does not import."""\n''',
     ),
     "sc_optional.extra": (None, ""),
+    "sc_brittle": (
+        "sc-brittle",
+        '''"""Imports its accelerators unguarded: its importer falls back when the whole package
+fails (like requests with charset_normalizer), so _second is never tried."""
+from . import _first, _second
+''',
+    ),
     "sc_mainhang": (
         "sc-mainhang",
         '''"""Hangs when imported in a main interpreter; a sub-interpreter never tries its accelerator."""

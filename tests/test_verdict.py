@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
 from subcompat.probe import Interpreter, ProbeResult, Trial
 from subcompat.route import Policy, route_for
@@ -96,16 +98,21 @@ def test_crash_names_the_breadcrumb_extension_and_signal():
     assert v.culprits[0].module == "lib._core" and "SIGSEGV" in v.culprits[0].reason
 
 
-def test_missing_lazy_dependency_is_only_a_note():
+@pytest.mark.parametrize(("how", "warned"), [("function", True), ("function (optional)", False)])
+def test_missing_lazy_dependency_warns_unless_optional(how, warned):
+    """A broken deploy is a warning (fails under --strict); an import in a try that
+    catches ImportError is optional, and its absence only a note."""
     lazy = Trial(
         "lazy",
-        "optional_dep",
+        "some_dep",
         "missing",
         {"type": "ModuleNotFoundError", "msg": "no"},
-        edge=Edge("app.job", "/a/app/job.py", 9, "function"),
+        edge=Edge("app.job", "/a/app/job.py", 9, how),
     )
     v = decide(result([Trial("job", "app.job", "ok"), lazy], [JOB]))
-    assert v.verdict == "compatible" and "optional_dep" in v.notes[0]
+    assert v.verdict == "compatible"
+    assert [("some_dep" in w) for w in v.warnings] == ([True] if warned else [])
+    assert [("some_dep" in n) for n in v.notes] == ([] if warned else [True])
 
 
 def test_unsupported_interpreter():
@@ -118,6 +125,14 @@ def test_explain_classifications():
     assert explain({"msg": SUBMSG.format("x")}, True, None)[1] == "multi-phase-no-gil"
     assert explain({"msg": SUBMSG.format("x")}, False, "Cython")[0].endswith("built with Cython")
     assert explain({"msg": "PyO3 modules do not yet support subinterpreters"}, None, None)[1] == "pyo3"
+    # 3.13.x runs a single-phase init in the main interpreter and wraps what it raised there
+    wrapped = {"type": "ImportError", "msg": "failed to import from subinterpreter due to exception"}
+    assert explain(wrapped, False, "mypyc") == (
+        "single-phase init (legacy PyInit, no module state): never loads in an isolated interpreter; "
+        "built with mypyc",
+        "single-phase",
+    )
+    assert explain(wrapped, None, None)[1] is None  # not a known single-phase file: as raised
 
 
 def test_toolchain_markers(tmp_path):

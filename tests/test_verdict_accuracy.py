@@ -4,7 +4,11 @@ never tries in a sub-interpreter."""
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import pytest
+from _req import require_or_skip
 
 from subcompat.verdict import COMPATIBLE, DEGRADED, INCOMPATIBLE
 
@@ -92,10 +96,18 @@ def test_a_name_missing_in_every_interpreter_is_not_a_sub_interpreter_problem(pr
     assert v.culprits == ()
 
 
+def real(name: str):
+    """A small real package from the ``test`` extra: required in CI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require_or_skip(False, f"{name} is not installed in this test env (pip install -e '.[test]')")
+
+
 def test_pyyaml_c_loader_by_name(probe_app):
     """The case from the field: PyYAML skips its libyaml binding in a sub-interpreter,
     so ``yaml.CSafeLoader`` is gone there."""
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed in this test env")
+    yaml = real("yaml")
     if not getattr(yaml, "__with_libyaml__", False):
         pytest.skip("this PyYAML was built without libyaml: CSafeLoader is missing everywhere")
     probe_app.write(
@@ -226,6 +238,21 @@ def test_a_wholesale_fallback_names_the_accelerators_it_never_tried(probe_app):
     assert [e.module for e in v.extensions if e.verdict == INCOMPATIBLE] == ["sc_wholesale._first"]
 
 
+def test_a_package_its_importer_gives_up_on_names_every_accelerator(probe_app):
+    """sc_brittle's own import fails on _first and the job swallows that: the package is
+    not in the sub-interpreter at all, yet _second, which it would load, is named too."""
+    probe_app.write(
+        {"jobs.soft": "try:\n    import sc_brittle\nexcept ImportError:\n    sc_brittle = None\n"}
+    )
+    v = probe_app.check("jobs.soft")["jobs.soft"]
+    assert v.verdict == DEGRADED, v.reason
+    assert [(d.module, d.kind) for d in v.degraded] == [
+        ("sc_brittle._first", "single-phase"),
+        ("sc_brittle._second", "never-tried"),
+    ]
+    assert v.degraded[1].chain[-2:] == ("sc_brittle", "sc_brittle._second")
+
+
 @pytest.mark.parametrize(
     ("module", "asked"),
     [("sc_careful", ["sc_careful"]), ("sc_softpkg", []), ("sc_optional", []), ("sc_multi_ok", [])],
@@ -254,3 +281,20 @@ def test_a_package_that_hangs_a_main_interpreter_costs_the_budget_not_the_verdic
     v = probe_app.check("sc_mainhang", timeout=3)["sc_mainhang"]
     assert time.monotonic() - started < 3 + 5
     assert v.verdict == COMPATIBLE, v.reason
+
+
+def test_requests_names_both_charset_normalizer_accelerators(probe_app):
+    """requests swallows charset_normalizer's failed import (its first compiled module,
+    ``cd``); ``md``, which the same import loads in a main interpreter, is named too."""
+    real("requests")
+    cn = real("charset_normalizer")
+    files = os.listdir(os.path.dirname(cn.__file__))
+    if not any(n.startswith("md.") and not n.endswith(".py") for n in files):
+        pytest.skip("this charset_normalizer wheel is pure Python")
+    probe_app.write({"jobs.web": "import requests\n\n\ndef job(url):\n    return requests.get(url)\n"})
+    v = probe_app.check("jobs.web")["jobs.web"]
+    assert v.verdict == DEGRADED, v.reason
+    assert v.culprits == ()
+    assert [d.module for d in v.degraded] == ["charset_normalizer.cd", "charset_normalizer.md"]
+    assert all(d.distribution == "charset-normalizer" for d in v.degraded)
+    assert v.degraded[1].chain[:2] == ("jobs.web", "requests")
