@@ -39,6 +39,7 @@ def _load_sibling(name):
     return module
 
 
+_support = _load_sibling("_support")  # once, at import: Backend() is built from many threads
 _UNSUPPORTED_3_12 = (
     "Python 3.12 has isolated sub-interpreters with their own GIL in its C API (PEP 684) but no "
     "supported Python API for them (only the private test module _xxsubinterpreters; _interpreters, "
@@ -57,7 +58,7 @@ class Backend:
     unsupported = None
 
     def __init__(self):
-        if (sys.modules.get("_subcompat__support") or _load_sibling("_support")).no_subinterpreters():
+        if _support.no_subinterpreters():
             self.unsupported = _UNSUPPORTED_3_12 if sys.version_info[:2] == (3, 12) else _UNSUPPORTED_OLD
             return
         try:
