@@ -689,10 +689,13 @@ class AutoFallbackExecutor(Executor):
             if self._unavailable:
                 route = Route(FALLBACK, self.policy.fallback, self._unavailable)
             else:
-                COUNTERS["probes"] += 1
+                COUNTERS["probes"] += 1  # counted while in flight; a cache hit was none
                 try:
                     loop = asyncio.get_running_loop()
                     verdict = await loop.run_in_executor(self._probe_threads(), self._check, module)
+                    if verdict.cached:
+                        COUNTERS["probes"] -= 1
+                        COUNTERS["cache_hits"] += 1
                 except Exception as exc:  # a probe that cannot run must not lose jobs
                     COUNTERS["probe_errors"] += 1
                     self._log("warning", f"subcompat: probing {module} failed ({exc}); using the fallback")

@@ -58,7 +58,8 @@ PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not fini
 MAX_TIMEOUT_S = 86400.0
 MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
-RULES = "names+pairs+never-tried"  # what the probe checks; part of every cache key: bump it when that grows
+# what the probe checks; part of every cache key: bump it when that grows
+RULES = "names+pairs+never-tried+dep-warnings"
 PAIR_MARK = "two live interpreters"  # in every finding of the pair check (and so in the cache)
 MIN_PAIR_S = 1.0  # budget a pair check needs at least
 MAX_PAIRS = 4  # pair workers per target (a crash blames one extension; the rest go again)
