@@ -36,7 +36,7 @@ import warnings
 from collections import Counter
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
-from subcompat import _chunk
+from subcompat import _worker
 from subcompat.learn import subinterpreter_import_message
 from subcompat.route import FALLBACK, SUBINTERPRETER, Policy, Route, route_for
 
@@ -237,7 +237,7 @@ class AutoPoolExecutor(Executor):
             futures = [self._submit(fn, fn, args, {}) for args in items]
         else:
             chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
-            futures = [self._submit(fn, _chunk.run_chunk, (fn, chunk), {}) for chunk in chunks]
+            futures = [self._submit(fn, _worker.run_chunk, (fn, chunk), {}) for chunk in chunks]
         return self._results(futures, end, chunked=chunksize > 1)
 
     @staticmethod
@@ -457,7 +457,8 @@ class AutoPoolExecutor(Executor):
         init = {"initializer": self._initializer, "initargs": self._initargs}
         if name == SUBINTERPRETER:
             assert self._sub_cls is not None
-            return self._sub_cls(self._max_workers, **init)  # type: ignore[call-arg]
+            start = (list(sys.path), self._initializer, self._initargs)
+            return self._sub_cls(self._max_workers, initializer=_worker.start, initargs=start)  # type: ignore[call-arg]
         if name == "process":
             return ProcessPoolExecutor(self._max_workers, mp_context=self._mp_context, **init)
         return ThreadPoolExecutor(self._max_workers, thread_name_prefix="subcompat-fallback", **init)
