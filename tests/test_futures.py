@@ -402,3 +402,29 @@ def test_without_subinterpreters_everything_runs_on_the_fallback_with_one_warnin
         len(runtime) == 1 and "no isolated sub-interpreters; every call runs on the thread pool" in runtime[0]
     )
     assert "probes" not in pool.stats()
+
+
+@needs_subinterpreters
+def test_the_example_runs(tmp_path):
+    for package in ("attrs", "msgpack", "ujson"):
+        pytest.importorskip(package, reason=f"{package} (the test extra) is not installed")
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env["SUBCOMPAT_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run(
+        [sys.executable, "futures_demo.py"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        env=env,
+        cwd=examples,
+    )
+    assert done.returncode == 0, done.stderr
+    routes = {line.split()[0]: line.split()[2] for line in done.stdout.splitlines() if " -> " in line}
+    assert routes == {
+        "shop.jobs.reports.daily_report": "subinterpreter",
+        "shop.jobs.serialize.pack": "process",
+        "shop.jobs.pricing.quote": "process",
+        "__main__.total": "process",
+    }
+    assert "Traceback" not in done.stderr
