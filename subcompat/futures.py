@@ -29,6 +29,7 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import time
@@ -65,7 +66,9 @@ def interpreter_pool_class() -> tuple[type[Executor] | None, str | None]:
     except ImportError:
         pass
     try:
-        from interpreters_backport.concurrent.futures import interpreter as backport
+        from interpreters_backport.concurrent.futures import (  # type: ignore[import-untyped]
+            interpreter as backport,
+        )
     except ImportError:
         return None, "the interpreters-pep-734 backport is not installed (pip install 'subcompat[futures]')"
     return _backport_pool(backport)
@@ -76,8 +79,6 @@ def _backport_pool(backport: Any) -> tuple[type[Executor] | None, str | None]:
     unpickled in the sub-interpreter (its module fails to import), nothing is put on the
     results queue and the worker spins on it forever. Here the worker raises the
     interpreter's ``ExecutionFailed`` instead, which names the ImportError."""
-    import pickle
-
     import _interpqueues  # type: ignore[import-not-found]
 
     base = getattr(backport, "WorkerContext", None)
@@ -454,14 +455,14 @@ class AutoPoolExecutor(Executor):
             return pool
 
     def _new_pool(self, name: str) -> Executor:
-        init = {"initializer": self._initializer, "initargs": self._initargs}
+        init, args = self._initializer, self._initargs
         if name == SUBINTERPRETER:
             assert self._sub_cls is not None
-            start = (list(sys.path), self._initializer, self._initargs)
+            start = (list(sys.path), None if init is None else pickle.dumps((init, args)))
             return self._sub_cls(self._max_workers, initializer=_worker.start, initargs=start)  # type: ignore[call-arg]
         if name == "process":
-            return ProcessPoolExecutor(self._max_workers, mp_context=self._mp_context, **init)
-        return ThreadPoolExecutor(self._max_workers, thread_name_prefix="subcompat-fallback", **init)
+            return ProcessPoolExecutor(self._max_workers, self._mp_context, init, args)
+        return ThreadPoolExecutor(self._max_workers, "subcompat-fallback", init, args)
 
     # -- lifetime ----------------------------------------------------------------------
     def _forget(self, future: Future[Any]) -> None:

@@ -198,7 +198,7 @@ def test_interpreter_pool_fails_fast_on_a_module_it_cannot_import(app, tmp_path)
     mod = app({"top": "import sc_single\n" + WHERE})["top"]
     from subcompat import _worker
 
-    pool = cls(1, initializer=_worker.start, initargs=(list(sys.path), None, ()))
+    pool = cls(1, initializer=_worker.start, initargs=(list(sys.path),))
     try:
         future = pool.submit(mod.where)
         wait([future], timeout=BOUND)
@@ -428,3 +428,22 @@ def test_the_example_runs(tmp_path):
         "__main__.total": "process",
     }
     assert "Traceback" not in done.stderr
+
+
+@needs_subinterpreters
+def test_the_initializer_runs_in_every_inner_pool(app):
+    mods = app(
+        {
+            "init": "STATE = {}\ndef init(value):\n    STATE['v'] = value\n"
+            "def read():\n    return STATE.get('v')\n",
+            "init_bad": "import sc_single\ndef read():\n    from . import init\n"
+            "    return init.STATE.get('v')\n",
+        }
+    )
+    pool = executor(app, initializer=mods["init"].init, initargs=("ready",))
+    try:
+        got = results([pool.submit(mods["init"].read), pool.submit(mods["init_bad"].read)])
+        routes = [pool.route_of(m.read).executor for m in (mods["init"], mods["init_bad"])]
+    finally:
+        close(pool)
+    assert routes == ["subinterpreter", "process"] and got == ["ready", "ready"]
