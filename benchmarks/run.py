@@ -1,6 +1,6 @@
 """subcompat benchmarks: what a check costs and what routing buys, in one run.
 
-    python benchmarks/run.py [--out benchmarks/RESULTS.md] [--repeats N] [--items 1,2,3,4,5]
+    python benchmarks/run.py [--out benchmarks/RESULTS.md] [--repeats N] [--items 1,2,3,4,5,6]
     python benchmarks/run.py --quick      # tiny smoke run: current interpreter, no network
     python benchmarks/run.py --items 1,2 --against DIR   # A/B: this tree vs the subcompat tree DIR
 
@@ -721,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on the current interpreter")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--repeats", type=int, help="rounds per measurement (default 5, quick 1)")
-    parser.add_argument("--items", default="1,2,3,4,5", help="which items to run (default all)")
+    parser.add_argument("--items", default="1,2,3,4,5,6", help="which items to run (default all)")
     parser.add_argument("--python", help="target interpreter (default: the benchmark venv; quick: this one)")
     parser.add_argument("--work", type=Path, help="work dir (default benchmarks/.work; quick: a temp dir)")
     parser.add_argument(
@@ -787,6 +787,10 @@ def main(argv: list[str] | None = None) -> int:
                 else "benchapp.jobs.stdlib_report"
             )
             rows += item_5(python, app, job, repeats, 2 if args.quick else 4, out)
+        if "6" in want:
+            import _futures_item
+
+            rows += _futures_item.rows(python, work, repeats, args.quick, out, Row, log)
         if want & {"3", "4"}:
             cannot, auto_missing = chancy_unavailable(python)
             if cannot is None and "ujson" not in available:
@@ -852,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> str:
-    if args.items == "1,2,3,4,5" and not args.against:
+    if args.items == "1,2,3,4,5,6" and not args.against:
         cmd = "python benchmarks/run.py --quick" if args.quick else "make bench"
     else:
         cmd = "python benchmarks/run.py" + (" --quick" if args.quick else "") + f" --items {args.items}"

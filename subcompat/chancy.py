@@ -54,19 +54,21 @@ from chancy.executors.process import ProcessExecutor
 from chancy.executors.thread import ThreadedExecutor
 from chancy.job import Limit, QueuedJob, Reference
 
-from subcompat.probe import SUBINTERP_MESSAGE
+from subcompat.learn import (  # noqa: F401 (the first two re-exported: their home was here)
+    CHAIN_LIMIT,
+    is_subinterpreter_import_error,
+    subinterpreter_import_message,
+)
 from subcompat.route import DEFAULT_POLICY, FALLBACK, FALLBACKS, SUBINTERPRETER, Policy, Route, route_for
 from subcompat.verdict import SEVERITY, Verdict
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any, NoReturn
 
 OPTIONS = ("fallback", "degraded", "cache_dir", "probe_timeout", "verdicts")
 MAX_VERDICTS_BYTES = 16 << 20
 MAX_VERDICTS_DEPTH = 32  # a report nests 6 deep
-CHAIN_LIMIT = 64  # exceptions looked at in one cause/context chain
 PROBE_THREADS = 2  # probes at once; their own pool, so the loop's default one stays free
 PYTHON = "{}.{}.{}".format(*sys.version_info[:3])  # as the probe describes an interpreter
 
@@ -203,47 +205,6 @@ async def _stop_once_started(worker: Any) -> None:
     if isinstance(ready, asyncio.Event) and getattr(worker.chancy, "notifications", False):
         await ready.wait()
     await worker.stop()
-
-
-# -- the sub-interpreter ImportError, wherever it hides ------------------------------
-
-
-def _chain(exc: BaseException, limit: int = CHAIN_LIMIT) -> Iterator[BaseException]:
-    """``exc``, its causes, contexts (suppressed ones too) and group members, each once,
-    nearest first, at most ``limit``: cycle-safe and bounded."""
-    seen: set[int] = set()
-    todo: deque[BaseException | None] = deque([exc])
-    while todo and len(seen) < limit:
-        cur = todo.popleft()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        yield cur
-        todo.extend((cur.__cause__, cur.__context__))
-        if isinstance(cur, BaseExceptionGroup):
-            todo.extend(cur.exceptions)
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # a broken __str__ must not break the completion path
-        return ""
-
-
-def subinterpreter_import_message(exc: BaseException) -> str | None:
-    """The line carrying the sub-interpreter refusal, from anywhere in the chain: the
-    ImportError itself (3.13), or re-created on this side of the interpreter boundary as
-    an ``ExecutionFailed``, or the plain ``Exception`` under a ``NotShareableError`` (3.14+)."""
-    for cur in _chain(exc):
-        text = _text(cur)
-        if SUBINTERP_MESSAGE in text:
-            return next(line.strip() for line in text.splitlines() if SUBINTERP_MESSAGE in line)
-    return None
-
-
-def is_subinterpreter_import_error(exc: BaseException) -> bool:
-    return subinterpreter_import_message(exc) is not None
 
 
 # -- the verdict file -------------------------------------------------------------------
