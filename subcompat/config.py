@@ -145,7 +145,9 @@ def parse(table: Any, path: str | None = None) -> Config:
     if problem:
         raise ConfigError(f"{prefix}.memory", problem)
     cache = table.get("cache")
-    if cache is not None and not (isinstance(cache, str) and cache.startswith(("postgresql://", "postgres://"))):
+    if cache is not None and not (
+        isinstance(cache, str) and cache.startswith(("postgresql://", "postgres://"))
+    ):
         raise ConfigError(f"{prefix}.cache", f"must be a postgresql:// URL, not {cache!r:.60}")
     return Config(
         path=path,
