@@ -30,6 +30,7 @@ rest of subcompat stays importable without it.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import warnings
@@ -136,7 +137,7 @@ class FleetCache:
                 autocommit=True,
                 connect_timeout=CONNECT_S,
                 options=f"-c statement_timeout={STATEMENT_MS}",
-                application_name="subcompat",
+                application_name=f"subcompat:{os.getpid()}",  # whose claims these are
             )
             _ensure_schema(conn)
         except CacheError as exc:
@@ -341,7 +342,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _whoami() -> str:
-    import os
     import socket
 
     return f"{socket.gethostname()}:{os.getpid()}"

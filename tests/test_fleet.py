@@ -1,0 +1,337 @@
+"""Fleet verdicts (issue 16): one probe per module per interpreter build across processes
+that share a PostgreSQL store, each with its own local cache ("hosts")."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from _req import require_or_skip
+
+pytestmark = pytest.mark.needs_subinterpreters
+
+HERE = Path(__file__).parent
+PROC = str(HERE / "_fleet_proc.py")
+CAP = ["prlimit", "--as=4000000000"]
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        psycopg = None
+    require_or_skip(psycopg is not None, "psycopg is not installed")
+    return psycopg
+
+
+@pytest.fixture
+def store(pg_dsn):
+    """A fresh database per test in the shared cluster, so counts are this test's own."""
+    psycopg = _psycopg()
+    name = f"fleet_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_dsn.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def app(tmp_path, fixture_site, monkeypatch):
+    """10 new job modules: even ones load in a sub-interpreter, odd ones import a
+    single-phase extension. Each job appends its tag to a log (run exactly once?)."""
+    root = tmp_path / "app"
+    pkg = root / "fleetjobs"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for i in range(10):
+        ext = "sc_multi_ok" if i % 2 == 0 else "sc_single"
+        (pkg / f"m{i}.py").write_text(
+            f"import {ext}\n\n\ndef job(log='', tag=''):\n"
+            "    if log:\n"
+            "        with open(log, 'a') as fh:\n"
+            "            fh.write(tag + '\\n')\n"
+            f"    return {i}\n"
+        )
+    (pkg / "gated.py").write_text("from chancy_jobs.gated import job  # noqa: F401\n")
+    monkeypatch.chdir(root)
+    import subcompat
+
+    here = str(Path(subcompat.__file__).parent.parent)  # this tree's subcompat in the children
+    path = os.pathsep.join([str(fixture_site), str(HERE), str(root), here])
+    monkeypatch.setenv("PYTHONPATH", path)
+    env = {**os.environ, "PYTHONPATH": path}
+    env.pop("SUBCOMPAT_TEST_GATE", None)
+    return {"root": root, "env": env, "tmp": tmp_path, "targets": [f"fleetjobs.m{i}" for i in range(10)]}
+
+
+def _host_env(app, host: str, **extra: str) -> dict[str, str]:
+    return {**app["env"], "SUBCOMPAT_CACHE_DIR": str(app["tmp"] / f"cache-{host}"), **extra}
+
+
+def _start(args, env, cwd) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CAP, sys.executable, PROC, *args],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_ready(procs) -> None:
+    for p in procs:
+        line = p.stdout.readline()
+        assert line.strip() == "ready", p.stderr.read() if p.poll() is not None else line
+
+
+def _store_counts(url: str) -> dict[str, int]:
+    psycopg = _psycopg()
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT target, probes FROM subcompat_verdicts_v1").fetchall()
+    return dict(rows)
+
+
+def _expected(target: str) -> str:
+    return "compatible" if int(target.rsplit("m", 1)[1]) % 2 == 0 else "incompatible"
+
+
+def test_eight_processes_on_two_hosts_probe_each_module_once(store, app):
+    procs = [
+        _start(["check", store, *app["targets"]], _host_env(app, "ab"[i % 2]), app["root"]) for i in range(8)
+    ]
+    try:
+        _wait_ready(procs)
+        for p in procs:  # all at once
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    for (_, err), p in zip(outs, procs, strict=True):
+        assert p.returncode == 0 and "Traceback" not in err, err
+    assert _store_counts(store) == {t: 1 for t in app["targets"]}  # exactly 10 probes fleet-wide
+    assert sum(r["probed"] for r in results) == 10
+    probed_here = sum(1 for r in results for _, cached in r["verdicts"].values() if not cached)
+    assert probed_here == 10  # the 70 others were reported as from cache
+    for r in results:
+        assert {t: v for t, (v, _) in r["verdicts"].items()} == {t: _expected(t) for t in app["targets"]}
+
+
+def _lock_holders(url: str) -> list[int]:
+    """PIDs (from application_name) of the processes holding a subcompat claim."""
+    psycopg = _psycopg()
+    from subcompat.cache_pg import LOCK_SPACE
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT a.application_name, l.granted FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objsubid = 2",
+            (LOCK_SPACE,),
+        ).fetchall()
+    return [(int(name.split(":")[1]), granted) for name, granted in rows if name.startswith("subcompat:")]
+
+
+def _until(condition, what: str, limit: float = 120.0):
+    """Poll a condition that another process makes true (bounded)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_prober_killed_mid_probe_releases_its_claim(store, app):
+    gate = app["tmp"] / "gate"
+    env = _host_env(app, "a", SUBCOMPAT_TEST_GATE=str(gate))
+    first = _start(["check", store, "fleetjobs.gated"], env, app["root"])
+    second = _start(
+        ["check", store, "fleetjobs.gated"], _host_env(app, "b", SUBCOMPAT_TEST_GATE=str(gate)), app["root"]
+    )
+    try:
+        _wait_ready([first])
+        first.stdin.write("go\n")
+        first.stdin.flush()
+        _until(lambda: Path(f"{gate}.started").exists(), "the first probe to start importing")
+        _wait_ready([second])
+        second.stdin.write("go\n")
+        second.stdin.flush()
+        holders = _until(lambda: (h := _lock_holders(store)) and len(h) == 2 and h, "the second to wait")
+        assert sorted(granted for _, granted in holders) == [False, True]
+        prober = next(pid for pid, granted in holders if granted)
+        os.kill(prober, signal.SIGKILL)  # the prlimit'ed python itself: its process group keeps the zygote
+        first.wait(timeout=60)
+        gate.write_text("")
+        out, err = second.communicate(timeout=120)
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert first.returncode == -signal.SIGKILL
+    assert second.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"verdicts": {"fleetjobs.gated": ["compatible", False]}, "probed": 1}
+    assert _store_counts(store) == {"fleetjobs.gated": 1}
+
+
+def test_store_down_or_silent_means_local_cache_and_one_warning(app, pg_dsn):
+    """A port where nothing listens, and one that accepts and never answers: the check
+    goes on with the local cache, with one warning; once the local cache knows the
+    modules, the store is not even asked."""
+    import warnings
+
+    from subcompat.cache import Cache, CacheWarning
+    from subcompat.cache_pg import _DOWN_UNTIL, FleetCache
+    from subcompat.check import check
+
+    _psycopg()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: connection refused
+    try:
+        for port in (closed.getsockname()[1], silent.getsockname()[1]):
+            url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            for run in (1, 2):
+                _DOWN_UNTIL.pop(url, None)  # as in a fresh process
+                store = FleetCache(url, Cache(app["tmp"] / f"cache-{port}"))
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    report = check(app["targets"][:2], cache=store, jobs=2)
+                    store.close()
+                said = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+                assert len(said) == (1 if run == 1 else 0), said
+                assert all("using the local cache" in line for line in said)
+                assert [v.verdict for v in report.verdicts] == ["compatible", "incompatible"]
+                assert report.probed == (2 if run == 1 else 0)
+    finally:
+        silent.close()
+        closed.close()
+
+
+def test_export_import_round_trip_through_the_cli(store, app):
+    """Verdicts probed into one host's cache, exported, imported into a store: a second
+    host finds them there (no probe) and they carry the fingerprints."""
+    cli = [*CAP, sys.executable, "-m", "subcompat.cli"]
+    env_a = _host_env(app, "a")
+    run = subprocess.run(
+        [*cli, "check", *app["targets"][:4], "--format", "json"],
+        env=env_a,
+        cwd=app["root"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 1, run.stderr
+    exported = subprocess.run(
+        [*cli, "cache", "export"], env=env_a, cwd=app["root"], capture_output=True, text=True, timeout=60
+    )
+    assert exported.returncode == 0, exported.stderr
+    data = json.loads(exported.stdout)
+    assert sorted(m["target"] for m in data["modules"]) == app["targets"][:4]
+    assert all(m["stamps"] and m["interp"] and m["env"] for m in data["modules"])
+    path = app["tmp"] / "verdicts.json"
+    path.write_text(exported.stdout)
+    imported = subprocess.run(
+        [*cli, "cache", "import", str(path), "--cache", store],
+        env=_host_env(app, "b"),
+        cwd=app["root"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 4 verdict(s)" in imported.stdout
+    assert _store_counts(store) == {t: 0 for t in app["targets"][:4]}  # imported, not probed
+    again = subprocess.run(
+        [*cli, "cache", "import", str(path), "--cache", store],
+        env=_host_env(app, "c"),
+        cwd=app["root"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "imported 0 verdict(s)" in again.stdout  # never over what is there
+    host_b = subprocess.run(
+        [*cli, "check", *app["targets"][:4], "--format", "json", "--cache", store],
+        env=_host_env(app, "d"),
+        cwd=app["root"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = json.loads(host_b.stdout)
+    assert [m["cached"] for m in report["modules"]] == [True] * 4
+    assert [m["verdict"] for m in report["modules"]] == [_expected(t) for t in app["targets"][:4]]
+    # a changed file: the fingerprint no longer matches, the entry is not used
+    (app["root"] / "fleetjobs" / "m0.py").write_text("import sc_single\n\n\ndef job():\n    return 0\n")
+    host_c = subprocess.run(
+        [*cli, "check", "fleetjobs.m0", "--format", "json", "--cache", store],
+        env=_host_env(app, "e"),
+        cwd=app["root"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    (entry,) = json.loads(host_c.stdout)["modules"]
+    assert entry["verdict"] == "incompatible" and entry["cached"] is False
+
+
+def test_bad_store_input_is_one_line_exit_2(app, tmp_path):
+    cli = [sys.executable, "-m", "subcompat.cli"]
+    cases = [
+        (["check", "fleetjobs.m0", "--cache", "mysql://x"], "expected a postgresql:// URL"),
+        (["cache", "import", str(tmp_path / "missing.json")], "No such file"),
+        (["cache", "export", "extra"], "takes one FILE"),
+    ]
+    (tmp_path / "bad.json").write_text("[[[")
+    cases.append((["cache", "import", str(tmp_path / "bad.json")], "not JSON"))
+    for argv, message in cases:
+        run = subprocess.run(
+            [*cli, *argv],
+            env=_host_env(app, "x"),
+            cwd=app["root"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2 and message in run.stderr, (argv, run.stderr)
+        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_without_psycopg_a_store_url_is_one_line_exit_2(app, tmp_path):
+    """The core without the chancy extra: psycopg hidden by a path entry that shadows it."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "psycopg.py").write_text("raise ImportError('psycopg hidden for this test')\n")
+    env = _host_env(app, "x")
+    env["PYTHONPATH"] = f"{shadow}{os.pathsep}{env['PYTHONPATH']}"
+    run = subprocess.run(
+        [sys.executable, "-m", "subcompat.cli", "check", "fleetjobs.m0", "--cache", "postgresql://h/db"],
+        env=env,
+        cwd=app["root"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        "subcompat: error: a postgresql:// cache needs psycopg: pip install 'subcompat[chancy]' (or psycopg)"
+    )
