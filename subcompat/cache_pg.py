@@ -41,6 +41,7 @@ from subcompat.verdict import Verdict
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from subcompat.discover import ModuleInfo
@@ -100,8 +101,17 @@ def _lock_key(interp: str, env: str, target: str) -> int:
 class FleetCache:
     """A :class:`Cache` with a shared PostgreSQL table above it; the same methods."""
 
-    def __init__(self, url: str, local: Cache, *, wait: float = 35.0, who: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        local: Cache,
+        *,
+        wait: float = 35.0,
+        who: str = "",
+        warn: Callable[[str], Any] | None = None,
+    ) -> None:
         self.url = url
+        self.warn = warn  # where the outage warning goes (default: a CacheWarning)
         self.local = local
         self.wait = wait  # longest wait for another process's probe of one target
         self.who = who or _whoami()
@@ -157,12 +167,11 @@ class FleetCache:
         with _STATE_LOCK:
             first = self.url not in _DOWN_UNTIL
             _DOWN_UNTIL[self.url] = time.monotonic() + RETRY_S
-        if first:
-            warnings.warn(
-                f"verdict store {redact(self.url)}: {why}; using the local cache",
-                CacheWarning,
-                stacklevel=4,
-            )
+        message = f"verdict store {redact(self.url)}: {why}; using the local cache"
+        if first and self.warn is not None:
+            self.warn(message)
+        elif first:
+            warnings.warn(message, CacheWarning, stacklevel=4)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -691,7 +691,12 @@ class AutoFallbackExecutor(Executor):
             return cache
         from subcompat.cache_pg import FleetCache
 
-        return FleetCache(self.store, cache, wait=self.probe_timeout + 5)
+        return FleetCache(
+            self.store,
+            cache,
+            wait=self.probe_timeout + 5,
+            warn=lambda m: self._log("warning", f"subcompat: {m}"),
+        )
 
     def _check(self, module: str) -> Verdict:
         from subcompat.check import check

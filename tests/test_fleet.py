@@ -3,6 +3,7 @@ that share a PostgreSQL store, each with its own local cache ("hosts")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -335,3 +336,178 @@ def test_without_psycopg_a_store_url_is_one_line_exit_2(app, tmp_path):
     assert run.stderr.strip() == (
         "subcompat: error: a postgresql:// cache needs psycopg: pip install 'subcompat[chancy]' (or psycopg)"
     )
+
+
+# -- through real chancy workers ------------------------------------------------------
+
+
+def _require_chancy():
+    try:
+        import chancy  # noqa: F401
+        from chancy.executors.sub import SubInterpreterExecutor  # noqa: F401
+    except ImportError as exc:
+        require_or_skip(False, f"chancy[sub] is not importable: {exc}")
+
+
+async def _declare_and_push(dsn: str, queue: str, options: dict, jobs: list[tuple[str, dict]]):
+    from chancy import Chancy, Job, Queue
+
+    async with Chancy(dsn) as app:
+        await app.migrate()
+        await app.declare(
+            Queue(
+                queue,
+                executor="subcompat.chancy.AutoFallbackExecutor",
+                executor_options=options,
+                concurrency=2,
+                polling_interval=1,
+                tags={f"^run={queue}$"},
+            )
+        )
+        return [await app.push(Job(func=func, queue=queue, kwargs=kw)) for func, kw in jobs]
+
+
+async def _all_done(dsn: str, refs, limit: float = 300.0):
+    """The jobs once every one has finished (polled: they finish in other processes)."""
+    from chancy import Chancy
+    from chancy.job import QueuedJob
+
+    done = {QueuedJob.State.SUCCEEDED, QueuedJob.State.FAILED}
+    deadline = time.monotonic() + limit
+    async with Chancy(dsn) as app:
+        while True:
+            jobs = await app.get_jobs(refs)
+            if all(j.state in done for j in jobs) or time.monotonic() > deadline:
+                return jobs
+            await asyncio.sleep(0.2)
+
+
+def _workers(store: str, queue: str, app, n: int, **env) -> list[subprocess.Popen]:
+    procs = [
+        _start(["worker", store, queue], _host_env(app, "ab"[i % 2], **env), app["root"]) for i in range(n)
+    ]
+    _wait_ready(procs)
+    return procs
+
+
+def _stop(procs) -> list[str]:
+    errs = []
+    for p in procs:
+        if p.poll() is None:
+            p.stdin.close()
+    for p in procs:
+        try:
+            errs.append(p.communicate(timeout=90)[1])
+        except (subprocess.TimeoutExpired, ValueError):
+            os.killpg(p.pid, signal.SIGKILL)
+            errs.append("")
+    return errs
+
+
+def _ran_once(log: Path, tags: list[str]) -> bool:
+    lines = log.read_text().split() if log.exists() else []
+    return sorted(lines) == sorted(tags)
+
+
+def test_eight_chancy_workers_share_one_probe_per_module(store, app):
+    """8 worker processes, two hosts, 10 new modules, 30 jobs pushed at once into the
+    chancy database that also holds the verdicts (``cache="chancy"``)."""
+    _require_chancy()
+    log = app["tmp"] / "ran.log"
+    queue = f"q_{uuid.uuid4().hex[:8]}"
+    jobs = [(f"{t}.job", {"log": str(log), "tag": f"{t}#{k}"}) for t in app["targets"] for k in range(3)]
+    asyncio.run(_declare_and_push(store, queue, {"cache": "chancy", "fallback": "process"}, []))
+    procs = _workers(store, queue, app, 8)
+    try:
+        refs = asyncio.run(_declare_and_push(store, queue, {"cache": "chancy", "fallback": "process"}, jobs))
+        finished = asyncio.run(_all_done(store, refs))
+    finally:
+        errs = _stop(procs)
+    assert [j.state.value for j in finished] == ["succeeded"] * 30, errs
+    assert all(j.attempts == 1 for j in finished)
+    assert _ran_once(log, [kw["tag"] for _, kw in jobs])
+    for j in finished:
+        module = j.func.rpartition(".")[0]
+        wanted = "subinterpreter" if _expected(module) == "compatible" else "process"
+        assert j.meta["subcompat"]["executor"] == wanted, (module, j.meta)
+    assert _store_counts(store) == {t: 1 for t in app["targets"]}  # exactly 10 probes, fleet-wide
+
+
+def test_chancy_worker_killed_mid_probe_another_takes_over(store, app):
+    _require_chancy()
+    gate = app["tmp"] / "gate"
+    log = app["tmp"] / "ran.log"
+    queue = f"q_{uuid.uuid4().hex[:8]}"
+    options = {"cache": "chancy", "fallback": "process"}
+    gated = [("chancy_jobs.gated.job", {"log": str(log)})] * 4
+    later = [("fleetjobs.m0.job", {"log": str(log), "tag": f"m0#{k}"}) for k in range(2)]
+    asyncio.run(_declare_and_push(store, queue, options, []))
+    procs = _workers(store, queue, app, 3, SUBCOMPAT_TEST_GATE=str(gate))
+    try:
+        refs = asyncio.run(_declare_and_push(store, queue, options, gated))
+        _until(lambda: Path(f"{gate}.started").exists(), "the gated module's probe")
+        holders = _until(lambda: [pid for pid, granted in _lock_holders(store) if granted], "a claim")
+        (prober,) = holders
+        victim = next(p for p in procs if p.pid == prober)
+        os.kill(prober, signal.SIGKILL)
+        victim.wait(timeout=60)
+        gate.write_text("")
+        refs += asyncio.run(_declare_and_push(store, queue, options, later))
+        finished = asyncio.run(_all_done(store, refs))
+    finally:
+        errs = _stop([p for p in procs if p.poll() is None])
+    assert [j.state.value for j in finished] == ["succeeded"] * 6, errs
+    lines = log.read_text().splitlines()
+    assert sorted(x for x in lines if x.startswith("m0#")) == ["m0#0", "m0#1"]  # none lost or run twice
+    assert sum(1 for x in lines if x.startswith("gated start")) == 4
+    counts = _store_counts(store)
+    assert counts["chancy_jobs.gated"] == 1  # the dead prober wrote nothing; one took over
+
+
+def test_verdict_store_stopped_jobs_keep_flowing(pg_dsn, app, caplog):
+    """The verdict store is a cluster of its own here (chancy's database must stay up for
+    jobs to flow at all). Stopped between two runs of this process: known modules route
+    from the local cache, new ones are probed locally, one warning for both probes."""
+    _require_chancy()
+    from _exec_queue import AUTO, routes, run_queue, states
+    from _pg import STOP, throwaway_cluster
+
+    env = {"dsn": pg_dsn}
+    added = [p for p in app["env"]["PYTHONPATH"].split(os.pathsep) if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        with throwaway_cluster() as store_url:
+            options = {"cache": store_url, "cache_dir": str(app["tmp"] / "cache-w")}
+            first = asyncio.run(
+                run_queue(env, AUTO, options, ["m0", "m1"], timeout=300, module_root="fleetjobs")
+            )
+            assert states(first) == {"m0": ["succeeded"], "m1": ["succeeded"]}, [
+                j.errors for jobs in first.values() for j in jobs
+            ]
+            assert _store_counts(store_url) == {"fleetjobs.m0": 1, "fleetjobs.m1": 1}
+
+            STOP[store_url]()  # the worker process lives on; its verdict store is gone
+            caplog.set_level("WARNING")
+            from subcompat import chancy as auto
+
+            probes = auto.stats().get("probes", 0)
+            second = asyncio.run(
+                run_queue(env, AUTO, options, ["m0", "m1", "m2", "m3"], timeout=300, module_root="fleetjobs")
+            )
+    finally:
+        for path in added:
+            sys.path.remove(path)
+    assert states(second) == {m: ["succeeded"] for m in ("m0", "m1", "m2", "m3")}
+    assert routes(second) == {
+        "m0": {"subinterpreter"},
+        "m1": {"process"},
+        "m2": {"subinterpreter"},
+        "m3": {"process"},
+    }
+    assert auto.stats()["probes"] - probes == 4  # one lookup per module, none failed
+    from subcompat.cache import Cache
+
+    local = {j["target"] for j in Cache(app["tmp"] / "cache-w").summary()["jobs"]}
+    assert local == {f"fleetjobs.m{i}" for i in range(4)}  # m2, m3 probed and kept locally
+    said = [r.getMessage() for r in caplog.records if "using the local cache" in r.getMessage()]
+    assert len(said) == 1, said
