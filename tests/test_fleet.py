@@ -511,3 +511,67 @@ def test_verdict_store_stopped_jobs_keep_flowing(pg_dsn, app, caplog):
     assert local == {f"fleetjobs.m{i}" for i in range(4)}  # m2, m3 probed and kept locally
     said = [r.getMessage() for r in caplog.records if "using the local cache" in r.getMessage()]
     assert len(said) == 1, said
+
+
+def test_config_names_the_store(store, app):
+    (app["root"] / "pyproject.toml").write_text(f'[tool.subcompat]\ncache = "{store}"\n')
+    run = subprocess.run(
+        [*CAP, sys.executable, "-m", "subcompat.cli", "check", "fleetjobs.m0"],
+        env=_host_env(app, "a"),
+        cwd=app["root"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert _store_counts(store) == {"fleetjobs.m0": 1}
+    from subcompat import config
+
+    for bad in ("/var/cache", 1, "sqlite:///x"):
+        with pytest.raises(config.ConfigError) as err:
+            config.parse({"cache": bad})
+        assert err.value.key == "tool.subcompat.cache"
+
+
+def test_exported_verdicts_seed_the_executor_where_fingerprints_match(app):
+    """The executor's ``verdicts`` option reads an export: entries are checked by content
+    hash and interpreter build, not by mtime (files deployed elsewhere are newer)."""
+    _require_chancy()
+    from subcompat import chancy as auto
+    from subcompat import transfer
+    from subcompat.cache import Cache
+    from subcompat.check import check
+
+    cache = Cache(app["tmp"] / "cache-ci")
+    try:
+        check(app["targets"][:2], cache=cache, jobs=2)
+        exported = transfer.export(cache.job_rows())
+    finally:
+        cache.close()
+    path = app["tmp"] / "verdicts.json"
+    path.write_text(json.dumps(exported))
+    for f in (app["root"] / "fleetjobs").glob("m*.py"):  # "deployed" after the file was written
+        os.utime(f)
+    seed = auto.load_verdicts(str(path))
+    assert {m: r.route for m, r in seed.routes.items()} == {
+        "fleetjobs.m0": "subinterpreter",
+        "fleetjobs.m1": "fallback",
+    }
+    (app["root"] / "fleetjobs" / "m0.py").write_text("import sc_single\n\n\ndef job():\n    return 0\n")
+    seed = auto.load_verdicts(str(path))
+    assert set(seed.routes) == {"fleetjobs.m1"}
+    assert "is not the file that was probed" in seed.ignored["fleetjobs.m0"]
+    exported["modules"][1]["interp"] = "another-build"
+    path.write_text(json.dumps(exported))
+    assert auto.load_verdicts(str(path)).ignored["fleetjobs.m1"] == "made by another interpreter build"
+
+
+def test_executor_cache_option_is_checked():
+    _require_chancy()
+    from subcompat import chancy as auto
+
+    assert auto.validate_options({"cache": "chancy"}).cache == "chancy"
+    assert auto.validate_options({"cache": "postgresql://h/db"}).cache == "postgresql://h/db"
+    for bad in ("mysql://h/db", 3, ""):
+        with pytest.raises(auto.OptionsError, match=r"executor_options\['cache'\] must be 'chancy' or a"):
+            auto.validate_options({"cache": bad})
