@@ -19,6 +19,10 @@ from collections.abc import Sequence
 
 from subcompat import __version__
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 EXIT_USAGE = 2
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$")
 
@@ -218,7 +222,7 @@ def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | No
 
     if getattr(args, "no_cache", False):
         return None
-    cache = Cache(args.cache_dir)
+    cache: Any = Cache(args.cache_dir)  # or a FleetCache above it: the same methods
     try:
         url = args.cache or _config_cache()
         if url:
@@ -366,7 +370,8 @@ def _transfer(args: argparse.Namespace) -> int:
     """export: the cache's job verdicts as JSON on stdout; import: FILE into the cache."""
     from subcompat import transfer
 
-    rows, skipped = [], 0
+    rows: list[tuple[str, str, str, str, str]] = []
+    skipped = 0
     if args.action == "import":
         try:
             rows, skipped = transfer.read(args.file)
