@@ -148,6 +148,7 @@ class FleetCache:
                 connect_timeout=CONNECT_S,
                 options=f"-c statement_timeout={STATEMENT_MS}",
                 application_name=f"subcompat:{os.getpid()}",  # whose claims these are
+                client_encoding="utf8",  # text as str even in an SQL_ASCII database
             )
             _ensure_schema(conn)
         except CacheError as exc:
