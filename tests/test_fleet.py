@@ -341,6 +341,11 @@ def test_without_psycopg_a_store_url_is_one_line_exit_2(app, tmp_path):
 # -- through real chancy workers ------------------------------------------------------
 
 
+# probe_timeout bounds a worker's wait for another's probe (+ 5 s): generous, so that a
+# loaded machine cannot turn a wait into a second probe
+OPTIONS = {"cache": "chancy", "fallback": "process", "probe_timeout": 120}
+
+
 def _require_chancy():
     try:
         import chancy  # noqa: F401
@@ -382,9 +387,10 @@ async def _all_done(dsn: str, refs, limit: float = 300.0):
             await asyncio.sleep(0.2)
 
 
-def _workers(store: str, queue: str, app, n: int, **env) -> list[subprocess.Popen]:
+def _workers(store: str, queue: str, app, n: int, *extra: str, **env) -> list[subprocess.Popen]:
     procs = [
-        _start(["worker", store, queue], _host_env(app, "ab"[i % 2], **env), app["root"]) for i in range(n)
+        _start(["worker", store, queue, *extra], _host_env(app, "ab"[i % 2], **env), app["root"])
+        for i in range(n)
     ]
     _wait_ready(procs)
     return procs
@@ -416,16 +422,16 @@ def test_eight_chancy_workers_share_one_probe_per_module(store, app):
     log = app["tmp"] / "ran.log"
     queue = f"q_{uuid.uuid4().hex[:8]}"
     jobs = [(f"{t}.job", {"log": str(log), "tag": f"{t}#{k}"}) for t in app["targets"] for k in range(3)]
-    asyncio.run(_declare_and_push(store, queue, {"cache": "chancy", "fallback": "process"}, []))
+    asyncio.run(_declare_and_push(store, queue, OPTIONS, []))
     procs = _workers(store, queue, app, 8)
     try:
-        refs = asyncio.run(_declare_and_push(store, queue, {"cache": "chancy", "fallback": "process"}, jobs))
+        refs = asyncio.run(_declare_and_push(store, queue, OPTIONS, jobs))
         finished = asyncio.run(_all_done(store, refs))
     finally:
         errs = _stop(procs)
     assert [j.state.value for j in finished] == ["succeeded"] * 30, errs
     assert all(j.attempts == 1 for j in finished)
-    assert _ran_once(log, [kw["tag"] for _, kw in jobs])
+    assert _ran_once(log, [kw["tag"] for _, kw in jobs]), log.read_text()
     for j in finished:
         module = j.func.rpartition(".")[0]
         wanted = "subinterpreter" if _expected(module) == "compatible" else "process"
@@ -438,11 +444,11 @@ def test_chancy_worker_killed_mid_probe_another_takes_over(store, app):
     gate = app["tmp"] / "gate"
     log = app["tmp"] / "ran.log"
     queue = f"q_{uuid.uuid4().hex[:8]}"
-    options = {"cache": "chancy", "fallback": "process"}
+    options = OPTIONS
     gated = [("chancy_jobs.gated.job", {"log": str(log)})] * 4
     later = [("fleetjobs.m0.job", {"log": str(log), "tag": f"m0#{k}"}) for k in range(2)]
     asyncio.run(_declare_and_push(store, queue, options, []))
-    procs = _workers(store, queue, app, 3, SUBCOMPAT_TEST_GATE=str(gate))
+    procs = _workers(store, queue, app, 3, "10", SUBCOMPAT_TEST_GATE=str(gate))
     try:
         refs = asyncio.run(_declare_and_push(store, queue, options, gated))
         _until(lambda: Path(f"{gate}.started").exists(), "the gated module's probe")
