@@ -229,18 +229,24 @@ class FleetCache:
 
     # -- single flight ----------------------------------------------------------
     def claim(self, interp: str, env: str, targets: Sequence[str]) -> tuple[list[str], list[str]]:
-        """(targets to probe here, claimed; targets another process is probing)."""
+        """(targets to probe here, claimed; targets another process probes or has probed
+        since this one looked: ``wait_for`` them)."""
         mine, others = [], []
         for target in targets:
             key = _lock_key(interp, env, target)
             rows = self._run("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, key))
             if rows is None:  # no store: probe it here
                 mine.append(target)
-            elif rows[0][0]:
+            elif not rows[0][0]:
+                others.append(target)
+            elif self._run(  # claimed: but the verdict may have landed since our lookup
+                f"SELECT 1 FROM {TABLE} WHERE interp=%s AND env=%s AND target=%s", (interp, env, target)
+            ):
+                self._run("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, key))
+                others.append(target)
+            else:
                 self._held.add(key)
                 mine.append(target)
-            else:
-                others.append(target)
         return mine, others
 
     def wait_for(self, interp: str, env: str, target: str) -> Verdict | None:
