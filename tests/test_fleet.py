@@ -513,7 +513,11 @@ def test_verdict_store_stopped_jobs_keep_flowing(pg_dsn, app, caplog):
     assert auto.stats()["probes"] - probes == 4  # one lookup per module, none failed
     from subcompat.cache import Cache
 
-    local = {j["target"] for j in Cache(app["tmp"] / "cache-w").summary()["jobs"]}
+    cache = Cache(app["tmp"] / "cache-w")
+    try:
+        local = {j["target"] for j in cache.summary()["jobs"]}
+    finally:
+        cache.close()
     assert local == {f"fleetjobs.m{i}" for i in range(4)}  # m2, m3 probed and kept locally
     said = [r.getMessage() for r in caplog.records if "using the local cache" in r.getMessage()]
     assert len(said) == 1, said
