@@ -7,7 +7,7 @@
 Prints a markdown table (and writes it with ``--out``) with the machine and the date.
 Method: benchmarks/README.md. Full runs build benchmarks/.work/venv (real extension
 packages from PyPI) and benchmarks/.work/app (the generated job app); items 3 and 4
-start a throwaway PostgreSQL through tests/_pg.py.
+start a throwaway PostgreSQL through tests/_pg.py, and so does item 7 (fleet verdicts).
 """
 
 from __future__ import annotations
@@ -647,6 +647,19 @@ def items_3_4(
     return rows
 
 
+def item_7(python: str, work: Path, quick: bool, repeats: int, out: dict) -> list[Row]:
+    """Fleet verdicts: N cold workers, shared store vs local caches (_fleet_bench.py)."""
+    import _fleet_bench
+
+    what = "fleet: probes and time to first job, shared store vs local caches"
+    if subprocess.run([python, "-c", "import psycopg"], capture_output=True).returncode != 0:
+        return [skipped("7", what, "psycopg is not installed for the target interpreter")]
+    if _pg().find_bindir() is None:
+        return [skipped("7", what, "no PostgreSQL server binaries (initdb, pg_ctl)")]
+    with postgres() as dsn:
+        return [Row(*cells) for cells in _fleet_bench.item_7(python, work, dsn, repeats, quick, out)]
+
+
 def chancy_unavailable(python: str) -> tuple[str | None, str | None]:
     """(why items 3-4 cannot run at all, why the auto executor is missing) - None if fine."""
     probe = subprocess.run(
@@ -721,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on the current interpreter")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--repeats", type=int, help="rounds per measurement (default 5, quick 1)")
-    parser.add_argument("--items", default="1,2,3,4,5,6", help="which items to run (default all)")
+    parser.add_argument("--items", default="1,2,3,4,5,6,7", help="which items to run (default all)")
     parser.add_argument("--python", help="target interpreter (default: the benchmark venv; quick: this one)")
     parser.add_argument("--work", type=Path, help="work dir (default benchmarks/.work; quick: a temp dir)")
     parser.add_argument(
@@ -809,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
                     cache_dir = work / "auto-cache"
                     shutil.rmtree(cache_dir, ignore_errors=True)
                     rows += items_3_4(cb, auto_missing, args.quick, repeats, want, out, cache_dir)
+        if "7" in want:
+            rows += item_7(python, work, args.quick, repeats, out)
         took = time.perf_counter() - started
         notes = [
             f"`python -c pass` on the target interpreter: {seconds(startup.median)} "
