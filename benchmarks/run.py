@@ -1,13 +1,13 @@
 """subcompat benchmarks: what a check costs and what routing buys, in one run.
 
-    python benchmarks/run.py [--out benchmarks/RESULTS.md] [--repeats N] [--items 1,2,3,4,5]
+    python benchmarks/run.py [--out benchmarks/RESULTS.md] [--repeats N] [--items 1,2,3,4,5,6]
     python benchmarks/run.py --quick      # tiny smoke run: current interpreter, no network
     python benchmarks/run.py --items 1,2 --against DIR   # A/B: this tree vs the subcompat tree DIR
 
 Prints a markdown table (and writes it with ``--out``) with the machine and the date.
 Method: benchmarks/README.md. Full runs build benchmarks/.work/venv (real extension
 packages from PyPI) and benchmarks/.work/app (the generated job app); items 3 and 4
-start a throwaway PostgreSQL through tests/_pg.py.
+start a throwaway PostgreSQL through tests/_pg.py, and so does item 7 (fleet verdicts).
 """
 
 from __future__ import annotations
@@ -647,6 +647,19 @@ def items_3_4(
     return rows
 
 
+def item_7(python: str, work: Path, quick: bool, repeats: int, out: dict) -> list[Row]:
+    """Fleet verdicts: N cold workers, shared store vs local caches (_fleet_bench.py)."""
+    import _fleet_bench
+
+    what = "fleet: probes and time to first job, shared store vs local caches"
+    if subprocess.run([python, "-c", "import psycopg"], capture_output=True).returncode != 0:
+        return [skipped("7", what, "psycopg is not installed for the target interpreter")]
+    if _pg().find_bindir() is None:
+        return [skipped("7", what, "no PostgreSQL server binaries (initdb, pg_ctl)")]
+    with postgres() as dsn:
+        return [Row(*cells) for cells in _fleet_bench.item_7(python, work, dsn, repeats, quick, out)]
+
+
 def chancy_unavailable(python: str) -> tuple[str | None, str | None]:
     """(why items 3-4 cannot run at all, why the auto executor is missing) - None if fine."""
     probe = subprocess.run(
@@ -721,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on the current interpreter")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--repeats", type=int, help="rounds per measurement (default 5, quick 1)")
-    parser.add_argument("--items", default="1,2,3,4,5", help="which items to run (default all)")
+    parser.add_argument("--items", default="1,2,3,4,5,6,7", help="which items to run (default all)")
     parser.add_argument("--python", help="target interpreter (default: the benchmark venv; quick: this one)")
     parser.add_argument("--work", type=Path, help="work dir (default benchmarks/.work; quick: a temp dir)")
     parser.add_argument(
@@ -787,6 +800,10 @@ def main(argv: list[str] | None = None) -> int:
                 else "benchapp.jobs.stdlib_report"
             )
             rows += item_5(python, app, job, repeats, 2 if args.quick else 4, out)
+        if "6" in want:
+            import _futures_item
+
+            rows += _futures_item.rows(python, work, repeats, args.quick, out, Row, log)
         if want & {"3", "4"}:
             cannot, auto_missing = chancy_unavailable(python)
             if cannot is None and "ujson" not in available:
@@ -805,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
                     cache_dir = work / "auto-cache"
                     shutil.rmtree(cache_dir, ignore_errors=True)
                     rows += items_3_4(cb, auto_missing, args.quick, repeats, want, out, cache_dir)
+        if "7" in want:
+            rows += item_7(python, work, args.quick, repeats, out)
         took = time.perf_counter() - started
         notes = [
             f"`python -c pass` on the target interpreter: {seconds(startup.median)} "
@@ -852,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> str:
-    if args.items == "1,2,3,4,5" and not args.against:
+    if args.items == "1,2,3,4,5,6" and not args.against:
         cmd = "python benchmarks/run.py --quick" if args.quick else "make bench"
     else:
         cmd = "python benchmarks/run.py" + (" --quick" if args.quick else "") + f" --items {args.items}"

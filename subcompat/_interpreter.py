@@ -16,7 +16,8 @@ else:
     except ImportError:  # pragma: no cover - a build without it
         from hashlib import sha256
 
-RULES = "names+pairs+never-tried"  # what the probe checks; part of every cache key: bump it when that grows
+# what the probe checks; part of every cache key: bump it when that grows
+RULES = "names+pairs+never-tried+dep-warnings"
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,6 +356,26 @@ def _decode_stamps(text: Any) -> list[Stamp] | None:
         return None
 
 
+def job_stamps(verdict: Verdict) -> list[list[Any]] | None:
+    """The stamps of every file a job verdict depends on; None if one is gone."""
+    stamps = []
+    for path in (*verdict.files, *verdict.dist_stamps):
+        stamp = Stamp.of(path)
+        if stamp is None:
+            return None
+        stamps.append(stamp.to_json())
+    return stamps
+
+
+def valid_stamps(text: Any) -> list[Stamp] | None:
+    """Stamps from a row or a file, if every one still matches this host's files (by
+    content hash when size or mtime differ: another host's mtimes are not ours)."""
+    stamps = _decode_stamps(text)
+    if stamps is None or any(s.still_valid() is False for s in stamps):
+        return None
+    return stamps
+
+
 def environment_key(
     python: str | None, preload: Iterable[str] = (), sys_path: Iterable[str] | None = None
 ) -> str:
@@ -575,16 +595,35 @@ class Cache:
         return verdict
 
     def put_job(self, interp: str, env: str, verdict: Verdict) -> None:
-        stamps = []
-        for path in (*verdict.files, *verdict.dist_stamps):
-            stamp = Stamp.of(path)
-            if stamp is None:
-                return  # a file vanished while probing: don't cache what can't be checked
-            stamps.append(stamp.to_json())
+        stamps = job_stamps(verdict)
+        if stamps is None:
+            return  # a file vanished while probing: don't cache what can't be checked
         self._run(
             "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
             (interp, env, verdict.target, json.dumps(verdict.to_json()), json.dumps(stamps), time.time()),
         )
+
+    # -- single flight: one process, nothing to share (see cache_pg.FleetCache) ----
+    def claim(self, interp: str, env: str, targets: Sequence[str]) -> tuple[list[str], list[str]]:
+        return list(targets), []
+
+    def wait_for(self, interp: str, env: str, target: str) -> Verdict | None:
+        return None
+
+    def release(self, interp: str, env: str, target: str) -> None:
+        pass
+
+    # -- export / import --------------------------------------------------------
+    def job_rows(self) -> list[tuple[str, str, str, str, str]]:
+        rows = self._run("SELECT interp, env, target, verdict, stamps FROM jobs ORDER BY target")
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def put_job_row(self, row: Sequence[str]) -> bool:
+        """An imported row: kept only where there is none (a verdict probed here wins)."""
+        if self._run("SELECT 1 FROM jobs WHERE interp=? AND env=? AND target=?", tuple(row[:3])):
+            return False
+        self._run("INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", (*row, time.time()))
+        return self._db is not None
 
     # -- extensions -----------------------------------------------------------
     def put_extensions(self, interp: str, verdicts: Iterable[ExtensionVerdict]) -> None:

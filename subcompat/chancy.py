@@ -55,20 +55,22 @@ from chancy.executors.thread import ThreadedExecutor
 from chancy.job import Limit, QueuedJob, Reference
 
 from subcompat._support import no_subinterpreters
-from subcompat.probe import SUBINTERP_MESSAGE
+from subcompat.learn import (  # noqa: F401 (the first two re-exported: their home was here)
+    CHAIN_LIMIT,
+    is_subinterpreter_import_error,
+    subinterpreter_import_message,
+)
 from subcompat.report import ReportFormatError, parse_report
 from subcompat.route import DEFAULT_POLICY, FALLBACK, FALLBACKS, SUBINTERPRETER, Policy, Route, route_for
 from subcompat.verdict import SEVERITY, Verdict
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any, NoReturn
 
-OPTIONS = ("fallback", "degraded", "cache_dir", "probe_timeout", "verdicts")
+OPTIONS = ("fallback", "degraded", "cache_dir", "probe_timeout", "verdicts", "cache")
 MAX_VERDICTS_BYTES = 16 << 20
 MAX_VERDICTS_DEPTH = 32  # a report nests 6 deep
-CHAIN_LIMIT = 64  # exceptions looked at in one cause/context chain
 PROBE_THREADS = 2  # probes at once; their own pool, so the loop's default one stays free
 PYTHON = "{}.{}.{}".format(*sys.version_info[:3])  # as the probe describes an interpreter
 
@@ -95,6 +97,7 @@ class Config:
     cache_dir: str | None
     probe_timeout: float
     verdicts: str | None
+    cache: str | None = None  # a postgresql:// verdict store, or "chancy": the worker's database
 
 
 def validate_options(options: dict[str, Any]) -> Config:
@@ -111,7 +114,17 @@ def validate_options(options: dict[str, Any]) -> Config:
         _directory(options.get("cache_dir")),
         _seconds(options.get("probe_timeout", 30.0)),
         _regular_file(options.get("verdicts")),
+        _store(options.get("cache")),
     )
+
+
+def _store(value: Any) -> str | None:
+    """``"chancy"`` (the worker's own database) or a postgresql:// URL."""
+    if value is None or value == "chancy":
+        return value
+    if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+        _bad("cache", "must be 'chancy' or a postgresql:// URL", value)
+    return value
 
 
 def _bad(name: str, problem: str, value: Any) -> NoReturn:
@@ -205,47 +218,6 @@ async def _stop_once_started(worker: Any) -> None:
     if isinstance(ready, asyncio.Event) and getattr(worker.chancy, "notifications", False):
         await ready.wait()
     await worker.stop()
-
-
-# -- the sub-interpreter ImportError, wherever it hides ------------------------------
-
-
-def _chain(exc: BaseException, limit: int = CHAIN_LIMIT) -> Iterator[BaseException]:
-    """``exc``, its causes, contexts (suppressed ones too) and group members, each once,
-    nearest first, at most ``limit``: cycle-safe and bounded."""
-    seen: set[int] = set()
-    todo: deque[BaseException | None] = deque([exc])
-    while todo and len(seen) < limit:
-        cur = todo.popleft()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        yield cur
-        todo.extend((cur.__cause__, cur.__context__))
-        if isinstance(cur, BaseExceptionGroup):
-            todo.extend(cur.exceptions)
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # a broken __str__ must not break the completion path
-        return ""
-
-
-def subinterpreter_import_message(exc: BaseException) -> str | None:
-    """The line carrying the sub-interpreter refusal, from anywhere in the chain: the
-    ImportError itself (3.13), or re-created on this side of the interpreter boundary as
-    an ``ExecutionFailed``, or the plain ``Exception`` under a ``NotShareableError`` (3.14+)."""
-    for cur in _chain(exc):
-        text = _text(cur)
-        if SUBINTERP_MESSAGE in text:
-            return next(line.strip() for line in text.splitlines() if SUBINTERP_MESSAGE in line)
-    return None
-
-
-def is_subinterpreter_import_error(exc: BaseException) -> bool:
-    return subinterpreter_import_message(exc) is not None
 
 
 # -- the verdict file -------------------------------------------------------------------
@@ -363,6 +335,7 @@ class _Judge:
             v: _from_file(route_for(Verdict("", v, python), policy)) for v in SEVERITY
         }
         self.mtimes: dict[str, int | None] = {}  # a file shared by many entries is stat'ed once
+        self.interp: str | None = None  # this interpreter's cache key, once an entry has one
 
     def __call__(self, entry: Any) -> tuple[str | None, Route | None, str | None]:
         """(module, route, None) for a usable entry, (module, None, why) for one that is not."""
@@ -379,12 +352,43 @@ class _Judge:
         made_by = entry.get("python") or self.made_by
         if made_by != self.python:
             return f"made by Python {made_by}, this is {self.python}"
+        if "stamps" in entry:  # from `subcompat cache export`: content hashes, not mtimes
+            return self._stamps_differ(entry, route)
         files, dists = entry.get("files") or [], entry.get("dist_stamps") or []
         if not isinstance(files, list) or not isinstance(dists, list):
             return "malformed fingerprints"
         if not files and route.route == SUBINTERPRETER:
             return "no fingerprints (files) to check a sub-interpreter route against"
         return self._changed([*files, *dists])
+
+    def _stamps_differ(self, entry: dict[str, Any], route: Route) -> str | None:
+        """An exported entry: made by this interpreter build, every file as it was probed
+        (size and content hash: files deployed elsewhere have other mtimes)."""
+        from subcompat.cache import Stamp
+
+        interp = entry.get("interp")
+        if interp is not None and interp != self._interp_key():
+            return "made by another interpreter build"
+        stamps = entry["stamps"]
+        if not isinstance(stamps, list) or (
+            not stamps and self.routes[entry["verdict"]].route == SUBINTERPRETER
+        ):
+            return "no fingerprints (stamps) to check a sub-interpreter route against"
+        for data in stamps:
+            try:
+                stamp = Stamp.from_json(data)
+            except (TypeError, ValueError):
+                return "malformed fingerprints"
+            if stamp.still_valid() is False:
+                return f"{stamp.path} is not the file that was probed"
+        return None
+
+    def _interp_key(self) -> str:
+        if self.interp is None:
+            from subcompat.probe import Interpreter
+
+            self.interp = Interpreter.current().key
+        return self.interp
 
     def _changed(self, paths: list[Any]) -> str | None:
         """Why the files an entry depends on are not as they were when the file was written."""
@@ -520,6 +524,7 @@ class AutoFallbackExecutor(Executor):
         self.cache_dir = config.cache_dir
         self.probe_timeout = config.probe_timeout
         self.verdicts = config.verdicts
+        self.store = worker.chancy.dsn if config.cache == "chancy" else config.cache
         self._inner: dict[str, Executor] = {}
         self._routes: dict[str, Route] = {}
         self._probes: dict[str, asyncio.Future[Route]] = {}
@@ -690,10 +695,13 @@ class AutoFallbackExecutor(Executor):
             if self._unavailable:
                 route = Route(FALLBACK, self.policy.fallback, self._unavailable)
             else:
-                COUNTERS["probes"] += 1
+                COUNTERS["probes"] += 1  # counted while in flight; a cache hit was none
                 try:
                     loop = asyncio.get_running_loop()
                     verdict = await loop.run_in_executor(self._probe_threads(), self._check, module)
+                    if verdict.cached:
+                        COUNTERS["probes"] -= 1
+                        COUNTERS["cache_hits"] += 1
                 except Exception as exc:  # a probe that cannot run must not lose jobs
                     COUNTERS["probe_errors"] += 1
                     self._log("warning", f"subcompat: probing {module} failed ({exc}); using the fallback")
@@ -715,11 +723,26 @@ class AutoFallbackExecutor(Executor):
             self._probe_pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="subcompat-probe")
         return self._probe_pool
 
-    def _check(self, module: str) -> Verdict:
+    def _cache(self) -> Any:
+        """The local cache, under the fleet's shared store when there is one."""
         from subcompat.cache import Cache
-        from subcompat.check import check
 
         cache = Cache(self.cache_dir)
+        if self.store is None:
+            return cache
+        from subcompat.cache_pg import FleetCache
+
+        return FleetCache(
+            self.store,
+            cache,
+            wait=self.probe_timeout + 5,
+            warn=lambda m: self._log("warning", f"subcompat: {m}"),
+        )
+
+    def _check(self, module: str) -> Verdict:
+        from subcompat.check import check
+
+        cache = self._cache()
         try:
             report = check(
                 [module],
@@ -802,10 +825,9 @@ class AutoFallbackExecutor(Executor):
         await self._dispatch(job, route)
 
     def _learn(self, module: str, message: str) -> None:
-        from subcompat.cache import Cache
         from subcompat.check import record_runtime_failure
 
-        cache = Cache(self.cache_dir)
+        cache = self._cache()
         try:
             record_runtime_failure(module, message, cache=cache, runtime="chancy", sys_path=sys.path)
         finally:

@@ -69,6 +69,7 @@ def check(
             if hit is not None:
                 found[target] = _as_cached(hit)
     misses = [t for t in dict.fromkeys(targets) if t not in found]
+    probed = 0
     if misses:
         with Prober(
             python, timeout=timeout, memory_mb=memory_mb, jobs=jobs, preload=preload, sys_path=sys_path
@@ -78,28 +79,81 @@ def check(
                 if python is not None:
                     cache.put_interpreter(os.path.abspath(python), interp.to_json())
                 prober.recall = cache.recall(interp.key)
-            pending = dict.fromkeys(misses)
-            unique = len(dict.fromkeys(targets))
-            if progress is not None:
-                progress(unique - len(pending), unique, misses[0])
-            for result in prober.iter_probe(misses):
-                verdict = decide(result)
-                found[result.target] = verdict
-                pending.pop(result.target, None)
-                if progress is not None:
-                    progress(unique - len(pending), unique, next(iter(pending), None))
-                lasting = verdict.verdict not in (ERROR, UNSUPPORTED) and not verdict.transient
-                if cache is not None and lasting:
-                    cache.put_job(interp.key, env, verdict)
-                    cache.put_extensions(interp.key, verdict.extensions)
+            tally = _Tally(progress, len(dict.fromkeys(targets)), misses)
+            probed = _probe_misses(prober, cache, interp.key, env, misses, found, tally)
     assert interp is not None
     return Report(
         interp.python,
         tuple(found[t] for t in targets),
         policy,
         time.perf_counter() - started,
-        probed=len(misses),
+        probed=probed,
     )
+
+
+class _Tally:
+    """Tells ``progress(done, total, probing)`` as each target is settled."""
+
+    def __init__(
+        self, progress: Callable[[int, int, str | None], None] | None, total: int, pending: list[str]
+    ) -> None:
+        self.progress, self.total, self.pending = progress, total, dict.fromkeys(pending)
+        self._tell()
+
+    def done(self, target: str) -> None:
+        self.pending.pop(target, None)
+        self._tell()
+
+    def _tell(self) -> None:
+        if self.progress is not None:
+            self.progress(self.total - len(self.pending), self.total, next(iter(self.pending), None))
+
+
+def _probe_misses(
+    prober: Prober,
+    cache: Cache | None,
+    key: str,
+    env: str,
+    misses: list[str],
+    found: dict[str, Verdict],
+    tally: _Tally,
+) -> int:
+    """Probe what no other process is probing, then wait for the rest (a fleet cache:
+    another worker's verdict, or the claim when that worker died or took too long).
+    How many were probed here."""
+    mine, others = cache.claim(key, env, misses) if cache is not None else (misses, [])
+    probed = _probe_and_keep(prober, cache, key, env, mine, found, tally)
+    for target in others:  # one at a time: no claim is held while waiting for another
+        assert cache is not None
+        hit = cache.wait_for(key, env, target)
+        if hit is not None:
+            found[target] = _as_cached(hit)
+            tally.done(target)
+        else:
+            probed += _probe_and_keep(prober, cache, key, env, [target], found, tally)
+    return probed
+
+
+def _probe_and_keep(
+    prober: Prober,
+    cache: Cache | None,
+    key: str,
+    env: str,
+    targets: list[str],
+    found: dict[str, Verdict],
+    tally: _Tally,
+) -> int:
+    for result in prober.iter_probe(targets) if targets else ():
+        verdict = decide(result)
+        found[result.target] = verdict
+        lasting = verdict.verdict not in (ERROR, UNSUPPORTED) and not verdict.transient
+        if cache is not None:
+            if lasting:
+                cache.put_job(key, env, verdict)
+                cache.put_extensions(key, verdict.extensions)
+            cache.release(key, env, result.target)
+        tally.done(result.target)
+    return len(targets)
 
 
 def _as_cached(v: Verdict) -> Verdict:

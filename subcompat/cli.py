@@ -1,4 +1,4 @@
-"""Command line: ``subcompat check``, ``subcompat cache show|clear``.
+"""Command line: ``subcompat check``, ``subcompat cache show|clear|export|import``.
 
 Exit codes: 0 every target compatible (or degraded, unless --strict); 1 a target is
 incompatible, crashes or hangs in a sub-interpreter (with --baseline: only on a
@@ -18,6 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from subcompat import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (`| head`), as a shell reports it
@@ -91,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     check.add_argument(
+        "--cache", metavar="URL", help="a postgresql:// verdict store shared by a fleet (default: config's)"
+    )
+    check.add_argument(
         "--timeout",
         type=_positive,
         default=None,
@@ -146,11 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = sub.add_parser("cache", formatter_class=_Formatter, help="inspect or clear the verdict cache")
     cache.add_argument(
-        "action", choices=("show", "clear"), help="show: list cached verdicts; clear: delete them"
+        "action",
+        choices=("show", "clear", "export", "import"),
+        help="show: list cached verdicts; clear: delete them; export: write them as JSON to stdout; "
+        "import: read a file written by export",
     )
+    cache.add_argument("file", nargs="?", metavar="FILE", help="import: a file written by export")
     cache.add_argument(
         "--cache-dir", metavar="DIR", help="default: $SUBCOMPAT_CACHE_DIR or the user cache dir"
     )
+    cache.add_argument("--cache", metavar="URL", help="a postgresql:// verdict store (default: the config's)")
     cache.add_argument("--format", choices=("text", "json"), default="text", help="output format of show")
 
     matrix = sub.add_parser(
@@ -275,12 +287,28 @@ def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | No
 
     if getattr(args, "no_cache", False):
         return None
-    cache = Cache(args.cache_dir)
+    cache: Any = Cache(args.cache_dir)  # or a FleetCache above it: the same methods
     try:
+        url = args.cache or _config_cache()
+        if url:
+            from subcompat.cache_pg import FleetCache, is_url
+
+            if not is_url(url):
+                raise UsageError(f"--cache {url!r}: expected a postgresql:// URL")
+            cache = FleetCache(url, cache)
         cache.open(create=create)
     except CacheError as exc:
         raise UsageError(str(exc)) from None
     return cache
+
+
+def _config_cache() -> str | None:
+    from subcompat import config as config_mod
+
+    try:
+        return config_mod.load().cache
+    except config_mod.ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -526,6 +554,10 @@ def _matrix(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    if (args.file is not None) != (args.action == "import"):
+        raise UsageError("cache import takes one FILE; the other actions take none")
+    if args.action in ("export", "import"):
+        return _transfer(args)
     cache = _open_cache(args, create=False)  # showing or clearing a cache never creates one
     assert cache is not None
     try:
@@ -543,12 +575,43 @@ def _cache(args: argparse.Namespace) -> int:
         print(f"no cache at {summary['path']}")
         return 0
     print(f"{summary['path']} (schema {summary['schema']}, {summary['size_bytes']} bytes)")
+    if "store" in summary:
+        store = summary["store"]
+        state = f"{store['jobs']} job verdict(s), {store['probes']} probe(s)"
+        print(f"store {store['url']}: {state if store['usable'] else 'unreachable'}")
     print(f"{len(summary['jobs'])} job verdict(s)")
     for job in summary["jobs"]:
         print(f"  {job['verdict']:<12} {job['target']}  (Python {job['python']})")
     print(f"{len(summary['extensions'])} extension verdict(s)")
     for ext in summary["extensions"]:
         print(f"  {ext['verdict']:<12} {ext['module']}  {ext['file']}")
+    return 0
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    """export: the cache's job verdicts as JSON on stdout; import: FILE into the cache."""
+    from subcompat import transfer
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    skipped = 0
+    if args.action == "import":
+        try:
+            rows, skipped = transfer.read(args.file)
+        except transfer.TransferError as exc:
+            raise UsageError(str(exc)) from None
+    cache = _open_cache(args, create=args.action == "import")
+    assert cache is not None
+    try:
+        if args.action == "export":
+            print(json.dumps(transfer.export(cache.job_rows()), indent=1))
+            return 0
+        added = sum(1 for row in rows if cache.put_job_row(row))
+    finally:
+        cache.close()
+    print(
+        f"imported {added} verdict(s) into {cache.path}; {len(rows) - added} already there or not written"
+        + (f"; {skipped} entr(ies) without keys and stamps skipped" if skipped else "")
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ timeout = 30                   # seconds: the wall-clock budget of one target's 
 memory = 4096                  # MiB of address space per probe worker (0: no limit)
 assume_incompatible = [{module = "legacy_ext", reason = "segfaults under load"}]
 ignore = [{module = "psycopg_binary.pq", reason = "pure-Python psycopg is fine here"}]
+cache = "postgresql://db/app"  # a verdict store shared by a fleet (the local cache stays under it)
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ class Config:
     memory: int = DEFAULT_MEMORY_MB
     assume_incompatible: tuple[Override, ...] = ()
     ignore: tuple[Override, ...] = ()
+    cache: str | None = None
 
 
-_KEYS = {"jobs", "fallback", "degraded", "timeout", "memory", "assume_incompatible", "ignore"}
+_KEYS = {"jobs", "fallback", "degraded", "timeout", "memory", "assume_incompatible", "ignore", "cache"}
 
 
 def is_target_name(text: str) -> bool:
@@ -187,8 +189,14 @@ def parse(table: Any, path: str | None = None) -> Config:
     problem = memory_problem(memory)
     if problem:
         raise ConfigError(f"{prefix}.memory", problem)
+    cache = table.get("cache")
+    if cache is not None and not (
+        isinstance(cache, str) and cache.startswith(("postgresql://", "postgres://"))
+    ):
+        raise ConfigError(f"{prefix}.cache", f"must be a postgresql:// URL, not {cache!r:.60}")
     return Config(
         path=path,
+        cache=cache,
         jobs=tuple(jobs),
         fallback=fallback,
         degraded=degraded,

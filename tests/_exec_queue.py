@@ -29,6 +29,7 @@ async def run_queue(
     timeout: float = 120,
     concurrency: int = 4,
     after_push: Callable[[Any], Awaitable[None]] | None = None,
+    module_root: str = "chancy_jobs",
 ) -> dict[str, list[Any]]:
     """Push ``jobs`` to a fresh queue, run a worker until they are all done (or ``timeout``),
     and return the final QueuedJobs per module name, in push order."""
@@ -52,7 +53,7 @@ async def run_queue(
         for spec in jobs:
             name, kwargs, priority = _unpack(spec)
             job = Job(
-                func=f"chancy_jobs.{name}.job",
+                func=f"{module_root}.{name}.job",
                 queue=queue,
                 max_attempts=max_attempts,
                 kwargs=kwargs,

@@ -10,7 +10,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+STOP: dict[str, Callable[[], object]] = {}  # dsn -> stop that cluster now (a test's outage)
 
 
 def find_bindir() -> str | None:
@@ -89,7 +91,11 @@ def throwaway_cluster() -> Iterator[str]:
             capture_output=True,
             env=env,
         )
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        STOP[dsn] = lambda: subprocess.run(
+            [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True, env=env
+        )
+        yield dsn
     finally:
         subprocess.run(
             [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True, env=env

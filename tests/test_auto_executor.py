@@ -145,6 +145,16 @@ def test_single_flight_probe_and_thread_fallback(chancy_env):
     assert auto.stats()["probes"] == 2
 
 
+def test_a_verdict_from_the_cache_is_counted_as_a_hit_not_a_probe(chancy_env):
+    from subcompat import chancy as auto
+
+    options = {"fallback": "thread", "cache_dir": chancy_env["cache_dir"]}
+    for _ in range(2):
+        result = asyncio.run(run_queue(chancy_env, AUTO, options, ["incompat"]))
+        assert routes(result) == {"incompat": {"thread"}}
+    assert (auto.stats()["probes"], auto.stats()["cache_hits"]) == (1, 1)
+
+
 def _verdict_file(path, verdicts, python=None):
     """What ``subcompat check`` computed, with the fingerprints the executor checks."""
     import json

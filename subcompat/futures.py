@@ -1,0 +1,510 @@
+"""A ``concurrent.futures`` executor that runs each call in a sub-interpreter when its
+callable's module can load there, and in a process (or thread) pool otherwise.
+
+    with AutoPoolExecutor(fallback="process") as pool:
+        prices = list(pool.map(myapp.jobs.price, orders, chunksize=16))
+
+Why: ``InterpreterPoolExecutor`` alone fails badly on a module that cannot load in a
+sub-interpreter (3.13's backport leaves the future pending forever, gh-125864; 3.14+
+raises ``NotShareableError`` with the ImportError down its chain), cannot send a function
+defined in ``__main__`` (gh-136603), and runs a degraded package's slow path silently.
+
+Routing is per module of the callable (a ``functools.partial`` is looked through), with
+the probe, policy and cache of ``subcompat check``: a known module is a dict lookup; an
+unknown one is probed once, in a probe thread (never the caller's), while its calls wait.
+A call that still fails in the sub-interpreter with the sub-interpreter ImportError is
+recorded in the cache and re-run once on the fallback; its future gets that result.
+
+Every future this executor returns completes: probe failures route to the fallback,
+``shutdown(wait=True)`` waits for calls still waiting for a probe, and the inner pools
+(created on first use) are shut down once the last call is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import pickle
+import sys
+import threading
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+from subcompat import _worker
+from subcompat.learn import subinterpreter_import_message
+from subcompat.route import FALLBACK, SUBINTERPRETER, Policy, Route, route_for
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
+
+    from subcompat.verdict import Verdict
+
+log = logging.getLogger("subcompat.futures")
+PROBE_THREADS = 2  # modules probed at once
+
+
+# -- the interpreter pool of this Python ---------------------------------------------------
+
+
+def interpreter_pool_class() -> tuple[type[Executor] | None, str | None]:
+    """The InterpreterPoolExecutor to use here, or why there is none."""
+    if sys.version_info < (3, 13):
+        return None, f"Python {sys.version_info[0]}.{sys.version_info[1]} has no isolated sub-interpreters"
+    try:
+        from concurrent.futures import InterpreterPoolExecutor  # type: ignore[attr-defined]
+
+        return InterpreterPoolExecutor, None  # 3.14+
+    except ImportError:
+        pass
+    try:
+        from interpreters_backport.concurrent.futures import (  # type: ignore[import-untyped]
+            interpreter as backport,
+        )
+    except ImportError:
+        return None, "the interpreters-pep-734 backport is not installed (pip install 'subcompat[futures]')"
+    return _backport_pool(backport)
+
+
+def _backport_pool(backport: Any) -> tuple[type[Executor] | None, str | None]:
+    """The backport's pool, minus its hang (gh-125864): when a call cannot even be
+    unpickled in the sub-interpreter (its module fails to import), nothing is put on the
+    results queue and the worker spins on it forever. Here the worker raises the
+    interpreter's ``ExecutionFailed`` instead, which names the ImportError.
+
+    Each call also runs one code object compiled once per worker, its pickled task passed
+    as a ``__main__`` attribute, where the backport compiles a script embedding the
+    task's bytes per call (1.6x the per-call cost of small calls, measured)."""
+    import _interpqueues  # type: ignore[import-not-found]
+    import _interpreters
+
+    base = getattr(backport, "WorkerContext", None)
+    needed = ("run", "prepare", "_call_pickled")
+    if base is None or not all(hasattr(base, n) for n in needed) or not hasattr(backport, "ExecutionFailed"):
+        return None, "this interpreters-pep-734 backport has an unknown shape (0.5 is supported)"
+
+    class WorkerContext(base):  # type: ignore[misc, valid-type]
+        _script = None
+
+        def run(self, task: tuple[bytes, str]) -> Any:
+            data, kind = task
+            if kind != "function":
+                return super().run(task)
+            if self._script is None:
+                line = f"WorkerContext._call_pickled(_subcompat_task, {self.resultsid})"
+                self._script = compile(line, "<subcompat>", "exec")
+            shared = {"_subcompat_task": data}
+            excinfo = _interpreters.exec(self.interpid, self._script, shared, restrict=True)
+            failed = None if excinfo is None else backport.ExecutionFailed(excinfo)
+            try:
+                (res, excdata), pickled, _unbound = _interpqueues.get(self.resultsid)
+            except _interpqueues.QueueError:  # empty: the call never started over there
+                if failed is None:
+                    raise
+                raise failed from None
+            if excdata is not None:
+                raise pickle.loads(excdata) from failed
+            return pickle.loads(res) if pickled else res
+
+    class InterpreterPoolExecutor(backport.InterpreterPoolExecutor):  # type: ignore[misc, name-defined]
+        @classmethod
+        def prepare_context(cls, initializer: Any, initargs: Any, shared: Any) -> Any:
+            return WorkerContext.prepare(initializer, initargs, shared)
+
+    return InterpreterPoolExecutor, None
+
+
+def _default_mp_context() -> Any:
+    """forkserver where the platform default is fork (3.13 on Linux): this executor has
+    threads (probes, interpreter workers), and forking a threaded process can deadlock."""
+    if multiprocessing.get_start_method(allow_none=True) in (None, "fork") and (
+        "forkserver" in multiprocessing.get_all_start_methods()
+    ):
+        return multiprocessing.get_context("forkserver")
+    return None
+
+
+# -- what a call is --------------------------------------------------------------------
+
+
+def _routing_target(fn: Any) -> tuple[str | None, str | None]:
+    """(module to route by, or why it goes to the fallback without a probe)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    module = getattr(fn, "__module__", None)
+    if not isinstance(module, str) or not module:
+        return None, "its module is unknown"
+    if module == "__main__":
+        return None, "defined in __main__: a sub-interpreter cannot import it (gh-136603)"
+    qualname = getattr(fn, "__qualname__", "")
+    if isinstance(qualname, str) and ("<locals>" in qualname or "<lambda>" in qualname):
+        return None, "a lambda or local function: it cannot be sent by name"
+    return module, None
+
+
+class _AutoFuture(Future):  # type: ignore[type-arg]
+    """The caller's future; it stays pending until the call's final answer (after a
+    reroute, if any), and cancelling it cancels the inner pool's future first."""
+
+    _inner: Future | None = None  # type: ignore[type-arg]
+
+    def cancel(self) -> bool:
+        inner = self._inner
+        if inner is not None and not inner.cancel():
+            return False
+        return super().cancel()
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    module: str | None
+    future: _AutoFuture
+    rerouted: bool = False
+
+
+# -- the executor ------------------------------------------------------------------------
+
+
+class AutoPoolExecutor(Executor):
+    """``max_workers`` and ``initializer``/``initargs`` go to each inner pool: at most
+    ``max_workers`` calls run in sub-interpreters and as many on the fallback."""
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        fallback: str = "process",
+        degraded: str = FALLBACK,
+        cache_dir: str | os.PathLike[str] | None = None,
+        probe_timeout: float = 30.0,
+        mp_context: Any = None,
+    ) -> None:
+        if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
+            raise TypeError(f"max_workers must be an int or None, not {max_workers!r}")
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if isinstance(probe_timeout, bool) or not isinstance(probe_timeout, (int, float)):
+            raise TypeError(f"probe_timeout must be a number of seconds, not {probe_timeout!r}")
+        if not math.isfinite(probe_timeout) or probe_timeout <= 0:
+            raise ValueError(f"probe_timeout must be finite and > 0, not {probe_timeout!r}")
+        self.policy = Policy(fallback=fallback, degraded=degraded)  # ValueError naming the option
+        self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
+        self.probe_timeout = float(probe_timeout)
+        self._max_workers = max_workers
+        self._initializer, self._initargs = initializer, tuple(initargs)
+        self._mp_context = mp_context if mp_context is not None else _default_mp_context()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pools: dict[str, Executor] = {}
+        self._routes: dict[str, Route] = {}
+        self._waiting: dict[str, list[_Call]] = {}  # module -> calls waiting for its probe
+        self._live: set[_AutoFuture] = set()
+        self._closing = self._close_when_idle = self._closed = False
+        self._probe_pool: ThreadPoolExecutor | None = None
+        self._counters: Counter[str] = Counter()
+        self._sub_cls, self._unavailable = interpreter_pool_class()
+        if self._unavailable:
+            warnings.warn(
+                f"subcompat: {self._unavailable}; every call runs on the {fallback} pool",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    # -- concurrent.futures.Executor ---------------------------------------------------
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._submit(fn, fn, args, kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        """Like ``Executor.map``; with ``chunksize`` > 1 each pool task runs that many calls
+        (routed by ``fn``, so a chunk goes wherever ``fn`` would)."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        end = None if timeout is None else timeout + time.monotonic()
+        items = zip(*iterables, strict=False)
+        if chunksize == 1:
+            futures = [self._submit(fn, fn, args, {}) for args in items]
+        else:
+            chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
+            futures = [self._submit(fn, _worker.run_chunk, (fn, chunk), {}) for chunk in chunks]
+        return self._results(futures, end, chunked=chunksize > 1)
+
+    @staticmethod
+    def _results(futures: list[Future[Any]], end: float | None, chunked: bool) -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                future = futures.pop()
+                result = future.result(None if end is None else end - time.monotonic())
+                if chunked:
+                    yield from result
+                else:
+                    yield result
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Calls already submitted still complete (those waiting for a probe too) unless
+        ``cancel_futures``; the inner pools close once they have."""
+        with self._lock:
+            self._closing = True
+            live = list(self._live) if cancel_futures else []
+        for future in live:
+            future.cancel()  # refused by a call already running: it completes
+        if wait:
+            with self._lock:
+                while self._live:
+                    self._idle.wait()
+            self._close(wait=True)
+            return
+        with self._lock:
+            idle = not self._live
+            self._close_when_idle = not idle
+        if idle:
+            self._close(wait=False)
+
+    # -- inspection --------------------------------------------------------------------
+    def route_of(self, fn: Callable[..., Any]) -> Route | None:
+        """The decision for ``fn``'s calls, or None while its module is not probed yet."""
+        return self._known(fn)[1]
+
+    def stats(self) -> dict[str, int]:
+        """Calls per executor (``route.subinterpreter``, ``route.process``, ``route.thread``),
+        ``probes``, ``probe_errors``, ``reroutes``."""
+        with self._lock:
+            return dict(self._counters)
+
+    # -- routing -----------------------------------------------------------------------
+    def _known(self, fn: Any) -> tuple[str | None, Route | None]:
+        if self._unavailable:
+            return None, Route(FALLBACK, self.policy.fallback, self._unavailable)
+        module, why = _routing_target(fn)
+        if module is None:
+            return None, Route(FALLBACK, self.policy.fallback, why or "")
+        return module, self._routes.get(module)
+
+    def _submit(self, route_by: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        module, route = self._known(route_by)
+        call = _Call(fn, args, kwargs, module, _AutoFuture())
+        probe = False
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._live.add(call.future)
+            if route is None:
+                route = self._routes.get(module)  # type: ignore[arg-type]
+            if route is None:
+                assert module is not None
+                probe = module not in self._waiting
+                self._waiting.setdefault(module, []).append(call)
+        call.future.add_done_callback(self._forget)
+        if probe:
+            self._start_probe(call.module)  # type: ignore[arg-type]
+        elif route is not None:
+            self._dispatch(call, route)
+        return call.future
+
+    def _start_probe(self, module: str) -> None:
+        with self._lock:
+            self._counters["probes"] += 1
+        try:
+            self._probe_threads().submit(self._probe, module)
+        except BaseException as exc:  # no thread to probe in (interpreter exiting): no call lost
+            self._routed(module, self._probe_failed(module, exc))
+
+    def _probe(self, module: str) -> None:
+        try:
+            route = self._route(self._check(module))
+        except BaseException as exc:  # whatever the probe did, its calls must complete
+            route = self._probe_failed(module, exc)
+        self._routed(module, route)
+
+    def _probe_failed(self, module: str, exc: BaseException) -> Route:
+        with self._lock:
+            self._counters["probe_errors"] += 1
+        log.warning(
+            "subcompat: probing %s failed (%s); its calls use the %s pool", module, exc, self.policy.fallback
+        )
+        return Route(
+            FALLBACK, self.policy.fallback, f"unknown: the probe failed ({type(exc).__name__}: {exc})"
+        )
+
+    def _route(self, verdict: Verdict) -> Route:
+        route = route_for(verdict, self.policy)
+        if verdict.culprits:
+            route = dataclasses.replace(
+                route, why=f"{route.why}: {', '.join(c.module for c in verdict.culprits)}"
+            )
+        return route
+
+    def _routed(self, module: str, route: Route) -> None:
+        with self._lock:
+            self._routes[module] = route
+            calls = self._waiting.pop(module, [])
+        for call in calls:
+            self._dispatch(call, route)
+
+    def _check(self, module: str) -> Verdict:
+        from subcompat.cache import Cache
+        from subcompat.check import check
+
+        cache = Cache(self.cache_dir)
+        try:
+            report = check(
+                [module],
+                cache=cache,
+                timeout=self.probe_timeout,
+                jobs=1,
+                policy=self.policy,
+                sys_path=sys.path,
+            )
+        finally:
+            cache.close()
+        return report.verdicts[0]
+
+    def _probe_threads(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._probe_pool is None:
+                self._probe_pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="subcompat-probe")
+            return self._probe_pool
+
+    # -- running -----------------------------------------------------------------------
+    def _dispatch(self, call: _Call, route: Route) -> None:
+        """Hand the call to its pool; never raises (a refusal completes the future)."""
+        future = call.future
+        if future.done():  # cancelled while its module was probed
+            return
+        with self._lock:
+            self._counters[f"route.{route.executor}"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("subcompat: %s -> %s: %s", _name(call.fn), route.executor, route.why)
+        try:
+            inner = self._pool(route.executor).submit(call.fn, *call.args, **call.kwargs)
+        except BaseException as exc:
+            if route.executor == SUBINTERPRETER and self._rerouted(call, exc):
+                return
+            _settle(future, exc=exc)
+            return
+        future._inner = inner
+        inner.add_done_callback(functools.partial(self._finish, call, route))
+
+    def _finish(self, call: _Call, route: Route, inner: Future[Any]) -> None:
+        if inner.cancelled():
+            call.future.cancel()
+            return
+        exc = inner.exception()
+        if exc is not None and route.executor == SUBINTERPRETER and self._rerouted(call, exc):
+            return
+        _settle(call.future, exc=exc, result=None if exc is not None else inner.result())
+
+    def _rerouted(self, call: _Call, exc: BaseException) -> bool:
+        """A sub-interpreter ImportError the probe missed: learn it, run the call again
+        on the fallback (once)."""
+        message = subinterpreter_import_message(exc)
+        if message is None or call.rerouted:
+            return False
+        call.rerouted = True
+        route = Route(FALLBACK, self.policy.fallback, f"learned at run time: {message}")
+        with self._lock:
+            self._counters["reroutes"] += 1
+            if call.module is not None:
+                self._routes[call.module] = route
+        log.warning(
+            "subcompat: %s failed in a sub-interpreter (%s); re-run on the fallback", _name(call.fn), message
+        )
+        if call.module is not None:
+            try:
+                self._probe_threads().submit(self._learn, call.module, message)
+            except RuntimeError:  # interpreter exiting: the cache can do without it
+                pass
+        call.future._inner = None
+        self._dispatch(call, route)
+        return True
+
+    def _learn(self, module: str, message: str) -> None:
+        from subcompat.cache import Cache
+        from subcompat.check import record_runtime_failure
+
+        try:
+            cache = Cache(self.cache_dir)
+            try:
+                record_runtime_failure(module, message, cache=cache, sys_path=sys.path)
+            finally:
+                cache.close()
+        except Exception as exc:  # the call matters more than the cache
+            log.warning("subcompat: could not record %s in the cache (%s)", module, exc)
+
+    def _pool(self, name: str) -> Executor:
+        with self._lock:
+            pool = self._pools.get(name)
+            if pool is None:
+                pool = self._pools[name] = self._new_pool(name)
+            return pool
+
+    def _new_pool(self, name: str) -> Executor:
+        init, args = self._initializer, self._initargs
+        if name == SUBINTERPRETER:
+            assert self._sub_cls is not None
+            start = (list(sys.path), None if init is None else pickle.dumps((init, args)))
+            return self._sub_cls(self._max_workers, initializer=_worker.start, initargs=start)  # type: ignore[call-arg]
+        if name == "process":
+            return ProcessPoolExecutor(self._max_workers, self._mp_context, init, args)
+        return ThreadPoolExecutor(self._max_workers, "subcompat-fallback", init, args)
+
+    # -- lifetime ----------------------------------------------------------------------
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._live.discard(future)  # type: ignore[arg-type]
+            if self._live:
+                return
+            self._idle.notify_all()
+            close = self._close_when_idle
+        if close:
+            self._close(wait=False)
+
+    def _close(self, wait: bool) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pools, probes = list(self._pools.values()), self._probe_pool
+        for pool in pools:
+            pool.shutdown(wait=wait)
+        if probes is not None:
+            probes.shutdown(wait=wait)
+
+
+def _settle(future: Future[Any], *, exc: BaseException | None = None, result: Any = None) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled by the caller
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def _name(fn: Any) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

@@ -1,0 +1,452 @@
+"""AutoPoolExecutor with real pools: real sub-interpreters, processes and compiled fixtures.
+
+Every wait is bounded: a future left pending or a shutdown that hangs fails the test."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+import warnings
+from concurrent.futures import wait
+
+import pytest
+from _req import require_or_skip
+
+BOUND = 90  # seconds for any wait; a probe is at most 30 s
+
+# Reports where it ran: (in the main interpreter?, pid).
+WHERE = """
+import os
+
+def where(*_):
+    import _interpreters
+    return _interpreters.get_current() == _interpreters.get_main(), os.getpid()
+"""
+
+
+@pytest.fixture
+def app(probe_app, monkeypatch):
+    """Writes modules (under a package unique to the test) and makes them importable
+    here, in the probe and in the fallback's processes."""
+    package = f"fx{uuid.uuid4().hex[:10]}"
+    monkeypatch.syspath_prepend(str(probe_app.site))
+    monkeypatch.syspath_prepend(str(probe_app.root))
+
+    def write(files: dict[str, str]) -> dict[str, object]:
+        import importlib
+
+        probe_app.write({f"{package}.{name}": source for name, source in files.items()})
+        importlib.invalidate_caches()
+        return {name: importlib.import_module(f"{package}.{name}") for name in files}
+
+    write.cache_dir = str(probe_app.cache_dir)  # type: ignore[attr-defined]
+    write.root = probe_app.root  # type: ignore[attr-defined]
+    return write
+
+
+def results(futures, bound: float = BOUND):
+    done, pending = wait(futures, timeout=bound)
+    assert not pending, f"{len(pending)} future(s) still pending after {bound} s"
+    return [f.result() for f in futures]
+
+
+def close(executor, wait_: bool = True, cancel: bool = False, bound: float = BOUND) -> None:
+    """shutdown(), failing instead of hanging."""
+    worker = threading.Thread(target=executor.shutdown, kwargs={"wait": wait_, "cancel_futures": cancel})
+    worker.start()
+    worker.join(bound)
+    assert not worker.is_alive(), f"shutdown(wait={wait_}) still running after {bound} s"
+
+
+def executor(app, **kw):
+    from subcompat.futures import AutoPoolExecutor
+
+    return AutoPoolExecutor(2, cache_dir=app.cache_dir, **kw)
+
+
+def interpreters_now() -> int:
+    import _interpreters
+
+    return len(_interpreters.list_all())
+
+
+def gone(pid: int) -> bool:
+    """No such process, or a zombie waiting for its parent (it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+needs_subinterpreters = pytest.mark.needs_subinterpreters
+
+
+@needs_subinterpreters
+def test_compatible_runs_in_a_subinterpreter_incompatible_in_a_process(app):
+    mods = app({"ok": WHERE, "bad": "import sc_single\n" + WHERE})
+    ok, bad = mods["ok"], mods["bad"]
+    before = interpreters_now()
+    pool = executor(app)
+    try:
+        futures = [pool.submit(ok.where) for _ in range(6)] + [pool.submit(bad.where) for _ in range(4)]
+        got = results(futures)
+        assert interpreters_now() > before  # the pool's, alive until shutdown
+        assert pool.route_of(ok.where).executor == "subinterpreter"
+        assert pool.route_of(bad.where).executor == "process"
+        assert "sc_single" in pool.route_of(bad.where).why
+    finally:
+        close(pool)
+    assert {g for g in got[:6]} == {(False, os.getpid())}  # a sub-interpreter of this process
+    assert all(main and pid != os.getpid() for main, pid in got[6:])
+    stats = pool.stats()
+    assert stats["probes"] == 2 and stats["route.subinterpreter"] == 6 and stats["route.process"] == 4
+    assert interpreters_now() == before, "an interpreter outlived shutdown"
+    assert all(gone(pid) for _, pid in got[6:]), "a fallback process outlived shutdown"
+
+
+@needs_subinterpreters
+def test_thread_fallback_and_a_real_package(app):
+    pytest.importorskip("ujson", reason="ujson (the test extra) is not installed")
+    mods = app({"realpkg": "import ujson\n" + WHERE + "\ndef dumps(x):\n    return ujson.dumps(x)\n"})
+    mod = mods["realpkg"]
+    pool = executor(app, fallback="thread")
+    try:
+        where, dumped = results([pool.submit(mod.where), pool.submit(mod.dumps, {"a": 1})])
+        route = pool.route_of(mod.dumps)
+    finally:
+        close(pool)
+    assert where == (True, os.getpid()) and dumped == '{"a":1}'
+    assert (route.route, route.executor) == ("fallback", "thread") and "ujson" in route.why
+
+
+@needs_subinterpreters
+def test_degraded_goes_to_the_fallback_unless_the_policy_allows_it(app):
+    src = "import sc_softpkg\n" + WHERE + "\ndef fast():\n    return sc_softpkg.HAS_SPEEDUPS\n"
+    mod = app({"soft": src})["soft"]
+    default, allowed = executor(app, fallback="thread"), executor(app, degraded="subinterpreter")
+    try:
+        on_fallback = results([default.submit(mod.where), default.submit(mod.fast)])
+        in_sub = results([allowed.submit(mod.where), allowed.submit(mod.fast)])
+        assert default.route_of(mod.fast).why.startswith("degraded")
+        assert allowed.route_of(mod.fast).executor == "subinterpreter"
+    finally:
+        close(default)
+        close(allowed)
+    assert on_fallback == [(True, os.getpid()), True]  # the accelerator, on the fast path
+    assert in_sub == [(False, os.getpid()), False]  # the slow path, as the policy accepted
+
+
+@needs_subinterpreters
+def test_lazy_import_in_the_job_body_is_routed_before_it_runs(app):
+    src = WHERE + "\ndef lazy():\n    import sc_single\n    return sc_single.answer()\n"
+    mod = app({"lazy": src})["lazy"]
+    pool = executor(app)
+    try:
+        assert results([pool.submit(mod.lazy)]) == [42]
+        assert pool.route_of(mod.lazy).executor == "process"
+        assert pool.stats().get("reroutes", 0) == 0
+    finally:
+        close(pool)
+
+
+@needs_subinterpreters
+def test_an_import_the_probe_cannot_see_is_learnt_and_rerun_once(app, tmp_path):
+    """The module imports an incompatible extension only when a flag file exists: the
+    probe (no flag) says compatible; then every call fails in the sub-interpreter at
+    import (3.13: the backport would hang, gh-125864; 3.14+: NotShareableError)."""
+    flag = tmp_path / "flag"
+    src = f"import os\nif os.path.exists({str(flag)!r}):\n    import sc_single\n" + WHERE
+    mod = app({"hidden": src})["hidden"]
+    probed = executor(app)
+    try:
+        assert results([probed.submit(mod.where)]) == [(False, os.getpid())]
+    finally:
+        close(probed)
+    flag.touch()
+    first = executor(app)  # compatible, from the cache; fresh sub-interpreters now fail
+    try:
+        got = results([first.submit(mod.where) for _ in range(3)])
+        stats = first.stats()
+        assert first.route_of(mod.where).why.startswith("learned at run time")
+    finally:
+        close(first)
+    assert stats.get("probes") == 1 and all(main and pid != os.getpid() for main, pid in got)
+    assert 1 <= stats["reroutes"] <= 3 and stats["route.process"] == stats["reroutes"]
+    second = executor(app)  # the cache remembers it
+    try:
+        assert results([second.submit(mod.where)])[0][0] is True
+        assert second.route_of(mod.where).route == "fallback"
+        assert second.stats().get("reroutes", 0) == 0
+    finally:
+        close(second)
+
+
+@needs_subinterpreters
+def test_interpreter_pool_fails_fast_on_a_module_it_cannot_import(app, tmp_path):
+    """The pool AutoPoolExecutor uses raises (3.13's backport, patched, no longer hangs)
+    with the sub-interpreter ImportError in the exception chain."""
+    from subcompat.futures import interpreter_pool_class
+    from subcompat.learn import subinterpreter_import_message
+
+    cls, why = interpreter_pool_class()
+    require_or_skip(cls is not None, f"no InterpreterPoolExecutor: {why}")
+    mod = app({"top": "import sc_single\n" + WHERE})["top"]
+    from subcompat import _worker
+
+    pool = cls(1, initializer=_worker.start, initargs=(list(sys.path),))
+    try:
+        future = pool.submit(mod.where)
+        wait([future], timeout=BOUND)
+        assert future.done(), "the interpreter pool left the future pending"
+        message = subinterpreter_import_message(future.exception())
+        assert message is not None and "sc_single" in message
+    finally:
+        close(pool)
+
+
+@needs_subinterpreters
+def test_segfault_on_import_runs_on_the_fallback(app):
+    mod = app({"segv": "import sc_segv\n" + WHERE})["segv"]
+    pool = executor(app)
+    try:
+        main, pid = results([pool.submit(mod.where)])[0]
+        route = pool.route_of(mod.where)
+    finally:
+        close(pool)
+    assert main and pid != os.getpid()
+    assert route.why.startswith("crash") and "sc_segv" in route.why
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("fallback", ["process", "thread"])
+def test_job_exceptions_propagate_unchanged(app, fallback):
+    src = textwrap.dedent(
+        """
+        class JobError(Exception):
+            pass
+
+        def fail(x):
+            raise JobError("bad input", x)
+        """
+    )
+    mods = app({"fails": src, "fails_bad": "import sc_single\n" + src})
+    pool = executor(app, fallback=fallback)
+    try:
+        futures = [pool.submit(mods["fails"].fail, 1), pool.submit(mods["fails_bad"].fail, 2)]
+        wait(futures, timeout=BOUND)
+        errors = [f.exception(timeout=0) for f in futures]
+        routes = [pool.route_of(m.fail).executor for m in (mods["fails"], mods["fails_bad"])]
+    finally:
+        close(pool)
+    assert routes == ["subinterpreter", fallback]
+    assert type(errors[0]) is mods["fails"].JobError and errors[0].args == ("bad input", 1)
+    assert type(errors[1]) is mods["fails_bad"].JobError and errors[1].args == ("bad input", 2)
+    assert pool.stats().get("reroutes", 0) == 0
+
+
+@needs_subinterpreters
+def test_map_with_chunks_keeps_order_on_both_routes(app):
+    src = "def square(x, y=0):\n    return x * x + y\n"
+    mods = app({"sq": src, "sq_bad": "import sc_single\n" + src})
+    pool = executor(app)
+    try:
+        for mod in (mods["sq"], mods["sq_bad"]):
+            got = pool.map(mod.square, range(23), itertools.repeat(1), timeout=BOUND, chunksize=5)
+            assert list(got) == [x * x + 1 for x in range(23)]
+        assert list(pool.map(mods["sq"].square, range(4), timeout=BOUND)) == [0, 1, 4, 9]
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert stats["route.process"] == 5  # 23 calls in chunks of 5
+    assert stats["route.subinterpreter"] == 5 + 4
+    with pytest.raises(ValueError):
+        pool.map(mods["sq"].square, range(3), chunksize=0)
+
+
+@needs_subinterpreters
+def test_one_probe_per_module_off_the_callers_thread(app, caplog):
+    mod = app({"many": WHERE})["many"]
+    pool = executor(app)
+    caplog.set_level(logging.DEBUG, logger="subcompat.futures")
+    try:
+        futures = [pool.submit(mod.where) for _ in range(40)]
+        assert pool.route_of(mod.where) is None  # submit returned before the probe ended
+        got = results(futures)
+    finally:
+        close(pool)
+    assert set(got) == {(False, os.getpid())}
+    assert pool.stats()["probes"] == 1
+    lines = [r.getMessage() for r in caplog.records if "-> subinterpreter: compatible" in r.getMessage()]
+    assert len(lines) == 40 and "many.where" in lines[0]
+
+
+@needs_subinterpreters
+def test_shutdown_while_probing_completes_every_call(app):
+    mods = app({"p1": WHERE, "p2": "import sc_single\n" + WHERE})
+    before = interpreters_now()
+    pool = executor(app)
+    futures = [pool.submit(mods["p1"].where) for _ in range(3)] + [pool.submit(mods["p2"].where)]
+    assert pool.route_of(mods["p1"].where) is None
+    close(pool, wait_=True)
+    assert all(f.done() for f in futures)
+    got = [f.result(timeout=0) for f in futures]
+    assert got[:3] == [(False, os.getpid())] * 3 and got[3][0] is True
+    with pytest.raises(RuntimeError):
+        pool.submit(mods["p1"].where)
+    assert interpreters_now() == before and gone(got[3][1])
+
+
+@needs_subinterpreters
+def test_shutdown_without_waiting_and_with_cancel(app):
+    mods = app({"q1": WHERE, "q2": WHERE})
+    nowait = executor(app)
+    futures = [nowait.submit(mods["q1"].where) for _ in range(3)]
+    close(nowait, wait_=False, bound=5)  # returns at once: the probe is still running
+    assert results(futures) == [(False, os.getpid())] * 3
+    cancelling = executor(app)
+    futures = [cancelling.submit(mods["q2"].where) for _ in range(3)]
+    close(cancelling, cancel=True)
+    assert all(f.cancelled() for f in futures)  # they were waiting for the probe
+
+
+@needs_subinterpreters
+def test_a_failing_probe_routes_to_the_fallback(app, monkeypatch, caplog):
+    """The probe's child process cannot start (its interpreter is gone)."""
+    mod = app({"pf": WHERE})["pf"]
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    pool = executor(app, fallback="thread")
+    try:
+        assert results([pool.submit(mod.where) for _ in range(3)]) == [(True, os.getpid())] * 3
+        route = pool.route_of(mod.where)
+    finally:
+        close(pool)
+    assert route.why.startswith("unknown: the probe failed") and pool.stats()["probe_errors"] == 1
+    assert any("probing" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+@needs_subinterpreters
+def test_a_main_defined_function_runs_on_the_fallback(app, tmp_path):
+    """Run as a real script: the function's module is __main__."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os
+            from subcompat.futures import AutoPoolExecutor
+
+            def double(x):
+                return x * 2, os.getpid()
+
+            if __name__ == "__main__":
+                with AutoPoolExecutor(2, cache_dir={app.cache_dir!r}) as pool:
+                    futures = [pool.submit(double, i) for i in range(4)]
+                    got = [f.result(timeout=60) for f in futures]
+                    print(pool.route_of(double).executor, pool.route_of(double).why)
+                    print([x for x, _ in got], all(pid != os.getpid() for _, pid in got))
+                    print(pool.stats())
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=BOUND, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("process defined in __main__")
+    assert lines[1] == "[0, 2, 4, 6] True"
+    assert "probes" not in lines[2]  # nothing to probe
+    assert "Traceback" not in done.stderr
+
+
+@needs_subinterpreters
+def test_bad_options_are_refused_with_a_clear_error(app):
+    from subcompat.futures import AutoPoolExecutor
+
+    for kw, error in [
+        ({"fallback": "fork"}, ValueError),
+        ({"degraded": "maybe"}, ValueError),
+        ({"max_workers": 0}, ValueError),
+        ({"probe_timeout": float("nan")}, ValueError),
+        ({"probe_timeout": "10"}, TypeError),
+        ({"initializer": 3}, TypeError),
+    ]:
+        with pytest.raises(error) as caught:
+            AutoPoolExecutor(**kw)
+        assert str(caught.value)
+
+
+def test_without_subinterpreters_everything_runs_on_the_fallback_with_one_warning():
+    """The py311 env runs this one in-process (3.13+ have sub-interpreters)."""
+    if sys.version_info >= (3, 13):
+        pytest.skip("Python >= 3.13 has sub-interpreters; this runs in the py311 env")
+    from subcompat.futures import AutoPoolExecutor
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool = AutoPoolExecutor(2, fallback="thread")
+        try:
+            got = results([pool.submit(pow, 2, i) for i in range(5)])
+            mapped = list(pool.map(abs, [-1, -2, -3], chunksize=2, timeout=BOUND))
+            route = pool.route_of(pow)
+        finally:
+            close(pool)
+    assert got == [1, 2, 4, 8, 16] and mapped == [1, 2, 3]
+    assert route.executor == "thread" and "no isolated sub-interpreters" in route.why
+    runtime = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert (
+        len(runtime) == 1 and "no isolated sub-interpreters; every call runs on the thread pool" in runtime[0]
+    )
+    assert "probes" not in pool.stats()
+
+
+@needs_subinterpreters
+def test_the_example_runs(tmp_path):
+    for package in ("attrs", "msgpack", "ujson"):
+        pytest.importorskip(package, reason=f"{package} (the test extra) is not installed")
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env["SUBCOMPAT_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run(
+        [sys.executable, "futures_demo.py"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        env=env,
+        cwd=examples,
+    )
+    assert done.returncode == 0, done.stderr
+    routes = {line.split()[0]: line.split()[2] for line in done.stdout.splitlines() if " -> " in line}
+    assert routes == {
+        "shop.jobs.reports.daily_report": "subinterpreter",
+        "shop.jobs.serialize.pack": "process",
+        "shop.jobs.pricing.quote": "process",
+        "__main__.total": "process",
+    }
+    assert "Traceback" not in done.stderr
+
+
+@needs_subinterpreters
+def test_the_initializer_runs_in_every_inner_pool(app):
+    mods = app(
+        {
+            "init": "STATE = {}\ndef init(value):\n    STATE['v'] = value\n"
+            "def read():\n    return STATE.get('v')\n",
+            "init_bad": "import sc_single\ndef read():\n    from . import init\n"
+            "    return init.STATE.get('v')\n",
+        }
+    )
+    pool = executor(app, initializer=mods["init"].init, initargs=("ready",))
+    try:
+        got = results([pool.submit(mods["init"].read), pool.submit(mods["init_bad"].read)])
+        routes = [pool.route_of(m.read).executor for m in (mods["init"], mods["init_bad"])]
+    finally:
+        close(pool)
+    assert routes == ["subinterpreter", "process"] and got == ["ready", "ready"]
