@@ -389,7 +389,8 @@ def environment_key(
             list(sys_path) if sys_path is not None else None,
         ]
     )
-    return sha256(raw.encode()).hexdigest()[:24]
+    key: str = sha256(raw.encode()).hexdigest()[:24]
+    return key
 
 
 class Cache:
@@ -616,7 +617,7 @@ class Cache:
     # -- export / import --------------------------------------------------------
     def job_rows(self) -> list[tuple[str, str, str, str, str]]:
         rows = self._run("SELECT interp, env, target, verdict, stamps FROM jobs ORDER BY target")
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def put_job_row(self, row: Sequence[str]) -> bool:
         """An imported row: kept only where there is none (a verdict probed here wins)."""
@@ -663,7 +664,7 @@ class Cache:
             return None
         return ev
 
-    def recall(self, interp: str):  # -> Callable[[ModuleInfo], Trial | None]
+    def recall(self, interp: str) -> Callable[[ModuleInfo], Trial | None]:
         """A probe hook: a cached extension verdict, as the trial that produced it."""
 
         def recall(info: ModuleInfo) -> Trial | None:
@@ -677,7 +678,13 @@ class Cache:
             )
             error = None if status == "ok" else {"type": "ImportError", "msg": ev.message or ev.reason}
             return Trial(
-                "extension", ev.module, status, error, file=ev.file, cached=True, shared_gil=ev.shared_gil
+                "extension",
+                ev.module,
+                status,  # type: ignore[arg-type]  # one of TrialStatus, as built above
+                error,  # type: ignore[arg-type]  # a raw dict: Trial.__post_init__ parses it
+                file=ev.file,
+                cached=True,
+                shared_gil=ev.shared_gil,
             )
 
         return recall

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from subcompat.discover import ModuleInfo
+    from subcompat.probe import Trial
 
 SCHEMA = 1
 TABLE = f"subcompat_verdicts_v{SCHEMA}"
@@ -285,7 +286,7 @@ class FleetCache:
     def get_extension(self, interp: str, info: ModuleInfo) -> Any:
         return self.local.get_extension(interp, info)
 
-    def recall(self, interp: str):  # -> Callable[[ModuleInfo], Trial | None]
+    def recall(self, interp: str) -> Callable[[ModuleInfo], Trial | None]:
         return self.local.recall(interp)
 
     def get_interpreter(self, python: str) -> dict[str, Any] | None:
@@ -297,7 +298,7 @@ class FleetCache:
     # -- maintenance ------------------------------------------------------------
     def job_rows(self) -> list[tuple[str, str, str, str, str]]:
         rows = self._run(f"SELECT interp, env, target, verdict, stamps FROM {TABLE} ORDER BY target")
-        return self.local.job_rows() if rows is None else [tuple(r) for r in rows]  # type: ignore[misc]
+        return self.local.job_rows() if rows is None else [tuple(r) for r in rows]
 
     def put_job_row(self, row: Sequence[str]) -> bool:
         """An imported row: kept only where there is none (a verdict probed here wins)."""

@@ -121,7 +121,8 @@ def validate_options(options: dict[str, Any]) -> Config:
 def _store(value: Any) -> str | None:
     """``"chancy"`` (the worker's own database) or a postgresql:// URL."""
     if value is None or value == "chancy":
-        return value
+        store: str | None = value
+        return store
     if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
         _bad("cache", "must be 'chancy' or a postgresql:// URL", value)
     return value
@@ -256,6 +257,7 @@ def load_verdicts(path: str, policy: Policy = DEFAULT_POLICY, python: str = PYTH
             seed.ignored[module] = why_not
             seed.routes.pop(module, None)
         elif module not in seed.routes or seed.routes[module].route == SUBINTERPRETER:
+            assert route is not None  # why_not is None only with a known verdict's route
             seed.routes[module] = route  # one fallback entry of a module sends it all there
     return seed
 
@@ -498,7 +500,7 @@ def _names(node: Any) -> set[str]:
     return found
 
 
-class AutoFallbackExecutor(Executor):
+class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped: Executor is Any
     """One executor to chancy; a sub-interpreter, a process and a thread pool inside,
     each created on first use."""
 
@@ -570,7 +572,8 @@ class AutoFallbackExecutor(Executor):
         """What chancy counts against the queue's concurrency: running jobs and routed
         ones waiting for a slot; jobs waiting for a probe only past one queue's worth."""
         unrouted = len(self._unrouted)
-        return self._running() + len(self._held) - unrouted + max(0, unrouted - self.concurrency)
+        counted: int = self._running() + len(self._held) - unrouted + max(0, unrouted - self.concurrency)
+        return counted
 
     def get_running_jobs(self) -> list[QueuedJob]:
         jobs = list(self._held.values())
@@ -579,7 +582,8 @@ class AutoFallbackExecutor(Executor):
         return jobs
 
     def get_default_concurrency(self) -> int:
-        return ThreadedExecutor.get_default_concurrency(self)  # chancy's own default (CPUs + 4)
+        default: int = ThreadedExecutor.get_default_concurrency(self)  # chancy's own default (CPUs + 4)
+        return default
 
     async def cancel(self, ref: Reference) -> None:
         for job in list(self._held.values()):
@@ -785,7 +789,7 @@ class AutoFallbackExecutor(Executor):
                 inner = ProcessExecutor(self.worker, self.queue)
             else:
                 inner = ThreadedExecutor(self.worker, self.queue)
-            inner.on_job_completed = self._completion(inner, reroute=name == SUBINTERPRETER)  # type: ignore[method-assign]
+            inner.on_job_completed = self._completion(inner, reroute=name == SUBINTERPRETER)
             self._inner[name] = inner
         return inner
 
@@ -794,7 +798,9 @@ class AutoFallbackExecutor(Executor):
         for the sub-interpreter, a job that hit the sub-interpreter ImportError rerouted."""
         original = inner.on_job_completed
 
-        async def on_job_completed(*, job: QueuedJob, exc: BaseException | None = None, result: Any = None):
+        async def on_job_completed(
+            *, job: QueuedJob, exc: BaseException | None = None, result: Any = None
+        ) -> None:
             try:
                 info = self._meta.pop(job.id, None)
                 message = subinterpreter_import_message(exc) if reroute and exc is not None else None

@@ -21,7 +21,11 @@ from subcompat import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import TextIO
+
+    from subcompat.cache import Cache
+    from subcompat.config import Config
+    from subcompat.verdict import Verdict
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (`| head`), as a shell reports it
@@ -182,7 +186,7 @@ def _limit(text: str, parse: type, rule: str, unit: str) -> float:
     from subcompat import probe
 
     try:
-        value = parse(text)
+        value: float = parse(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a {unit}: {text!r}") from None
     problem = getattr(probe, rule)(value)
@@ -221,7 +225,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _warn_one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+def _warn_one_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     print(f"subcompat: warning: {message}", file=sys.stderr)
 
 
@@ -280,14 +291,14 @@ def _silence_stdout() -> None:
         pass
 
 
-def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | None
+def _open_cache(args: argparse.Namespace, create: bool = True) -> Cache | None:
     """Opened up front, so that a bad --cache-dir is one error line before any work; a bad
     default location is a warning and a cache that stays off."""
     from subcompat.cache import Cache, CacheError
 
     if getattr(args, "no_cache", False):
         return None
-    cache: Any = Cache(args.cache_dir)  # or a FleetCache above it: the same methods
+    cache: Cache = Cache(args.cache_dir)  # or a FleetCache above it: the same methods
     try:
         url = args.cache or _config_cache()
         if url:
@@ -295,7 +306,7 @@ def _open_cache(args: argparse.Namespace, create: bool = True):  # -> Cache | No
 
             if not is_url(url):
                 raise UsageError(f"--cache {url!r}: expected a postgresql:// URL")
-            cache = FleetCache(url, cache)
+            cache = FleetCache(url, cache)  # type: ignore[assignment]  # duck-typed: Cache's methods
         cache.open(create=create)
     except CacheError as exc:
         raise UsageError(str(exc)) from None
@@ -369,7 +380,7 @@ def _absolute_paths(args: argparse.Namespace) -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else p for p in entries)
 
 
-def _targets(args: argparse.Namespace, config, root: Path) -> list[str]:  # noqa: ANN001
+def _targets(args: argparse.Namespace, config: Config, root: Path) -> list[str]:
     """Dotted names as given, files as their module names (their import directory put on
     PYTHONPATH when it is not the root), packages as all their modules."""
     from subcompat import config as config_mod
@@ -420,7 +431,7 @@ def _file_target(file: Path, root: Path) -> str:
     return module
 
 
-def _check_in_root(args: argparse.Namespace, config, root: Path, start: Path) -> int:  # noqa: ANN001
+def _check_in_root(args: argparse.Namespace, config: Config, root: Path, start: Path) -> int:
     from subcompat import config as config_mod
     from subcompat.check import check
     from subcompat.probe import ProbeError
@@ -484,7 +495,7 @@ def _check_in_root(args: argparse.Namespace, config, root: Path, start: Path) ->
     return code
 
 
-def _explain_unimportable(v, root: Path, start: Path):  # noqa: ANN001, ANN202
+def _explain_unimportable(v: Verdict, root: Path, start: Path) -> Verdict:
     """A target that is not on the import path is a setup problem, not 'a bug in the
     module': say where it was looked for and where it is."""
     from dataclasses import replace
@@ -514,12 +525,12 @@ class _Progress:
     """``[done/total] probing NAME`` on one self-erasing stderr line; nothing unless a terminal
     (or ``--progress always``), so pipes and CI logs stay clean."""
 
-    def __init__(self, stream) -> None:  # noqa: ANN001
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.shown = False
 
     @classmethod
-    def for_stream(cls, stream, mode: str):  # noqa: ANN001, ANN206
+    def for_stream(cls, stream: TextIO, mode: str) -> _Progress | None:
         tty = hasattr(stream, "isatty") and stream.isatty()
         return cls(stream) if mode == "always" or (mode == "auto" and tty) else None
 

@@ -83,7 +83,7 @@ def _backport_pool(backport: Any) -> tuple[type[Executor] | None, str | None]:
     Each call also runs one code object compiled once per worker, its pickled task passed
     as a ``__main__`` attribute, where the backport compiles a script embedding the
     task's bytes per call (1.6x the per-call cost of small calls, measured)."""
-    import _interpqueues  # type: ignore[import-not-found]
+    import _interpqueues
     import _interpreters
 
     base = getattr(backport, "WorkerContext", None)
@@ -114,7 +114,7 @@ def _backport_pool(backport: Any) -> tuple[type[Executor] | None, str | None]:
                 raise pickle.loads(excdata) from failed
             return pickle.loads(res) if pickled else res
 
-    class InterpreterPoolExecutor(backport.InterpreterPoolExecutor):  # type: ignore[misc, name-defined]
+    class InterpreterPoolExecutor(backport.InterpreterPoolExecutor):  # type: ignore[misc]
         @classmethod
         def prepare_context(cls, initializer: Any, initargs: Any, shared: Any) -> Any:
             return WorkerContext.prepare(initializer, initargs, shared)
@@ -475,7 +475,7 @@ class AutoPoolExecutor(Executor):
     # -- lifetime ----------------------------------------------------------------------
     def _forget(self, future: Future[Any]) -> None:
         with self._lock:
-            self._live.discard(future)  # type: ignore[arg-type]
+            self._live.discard(future)
             if self._live:
                 return
             self._idle.notify_all()

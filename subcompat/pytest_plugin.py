@@ -23,7 +23,9 @@ TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-_REPORT_KEY = pytest.StashKey[dict]()
+    from _pytest._code.code import TerminalRepr
+
+_REPORT_KEY = pytest.StashKey["dict[str, Any]"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,7 +64,7 @@ class JobItem(pytest.Item):
         super().__init__(**kwargs)
         self.target = target
 
-    def _verdicts(self) -> dict:
+    def _verdicts(self) -> dict[str, Any]:
         stash = self.config.stash
         if _REPORT_KEY not in stash:  # one probe run for all job items
             from subcompat import config as config_mod
@@ -94,7 +96,9 @@ class JobItem(pytest.Item):
         if report.exit_code() != 0:
             raise JobIncompatible(render_text(report))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, JobIncompatible):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
@@ -179,11 +183,11 @@ def run_in_subinterpreter(func: Callable[..., Any], /, *args: Any, **kwargs: Any
     if outcome[0] == "ok":
         return outcome[1]
     if outcome[0] == "raise":
-        exc, text = outcome[1], outcome[2]
+        raised, text = outcome[1], outcome[2]
     else:
-        exc, text = _rebuild(outcome[1], outcome[2]), outcome[3]
-    exc.add_note("in the sub-interpreter:\n" + text)
-    raise exc
+        raised, text = _rebuild(outcome[1], outcome[2]), outcome[3]
+    raised.add_note("in the sub-interpreter:\n" + text)
+    raise raised
 
 
 def _rebuild(type_name: str, message: str) -> BaseException:
