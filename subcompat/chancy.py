@@ -744,22 +744,11 @@ class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped
         )
 
     def _check(self, module: str) -> Verdict:
-        from subcompat.check import check
+        from subcompat.check import check_module
 
-        cache = self._cache()
-        try:
-            report = check(
-                [module],
-                cache=cache,
-                timeout=self.probe_timeout,
-                jobs=1,
-                policy=self.policy,
-                runtime="chancy",
-                sys_path=sys.path,
-            )
-        finally:
-            cache.close()
-        return report.verdicts[0]
+        return check_module(
+            module, self._cache(), timeout=self.probe_timeout, policy=self.policy, runtime="chancy"
+        )
 
     async def _dispatch(self, job: QueuedJob, route: Route) -> Any:
         executor, why = route.executor, route.why

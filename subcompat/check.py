@@ -91,6 +91,20 @@ def check(
     )
 
 
+def check_module(
+    module: str, cache: Cache, *, timeout: float, policy: Policy, runtime: str = "none"
+) -> Verdict:
+    """One module's verdict for an executor: probed with the caller's ``sys.path``, in one
+    child; ``cache`` is closed after."""
+    try:
+        report = check(
+            [module], cache=cache, timeout=timeout, jobs=1, policy=policy, runtime=runtime, sys_path=sys.path
+        )
+    finally:
+        cache.close()
+    return report.verdicts[0]
+
+
 class _Tally:
     """Tells ``progress(done, total, probing)`` as each target is settled."""
 

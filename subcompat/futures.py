@@ -367,21 +367,9 @@ class AutoPoolExecutor(Executor):
 
     def _check(self, module: str) -> Verdict:
         from subcompat.cache import Cache
-        from subcompat.check import check
+        from subcompat.check import check_module
 
-        cache = Cache(self.cache_dir)
-        try:
-            report = check(
-                [module],
-                cache=cache,
-                timeout=self.probe_timeout,
-                jobs=1,
-                policy=self.policy,
-                sys_path=sys.path,
-            )
-        finally:
-            cache.close()
-        return report.verdicts[0]
+        return check_module(module, Cache(self.cache_dir), timeout=self.probe_timeout, policy=self.policy)
 
     def _probe_threads(self) -> ThreadPoolExecutor:
         with self._lock:
