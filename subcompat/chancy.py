@@ -54,6 +54,7 @@ from chancy.executors.process import ProcessExecutor
 from chancy.executors.thread import ThreadedExecutor
 from chancy.job import Limit, QueuedJob, Reference
 
+from subcompat._bounded import Refused, file_kind, read_regular
 from subcompat._support import no_subinterpreters
 from subcompat.learn import (  # noqa: F401 (the first two re-exported: their home was here)
     CHAIN_LIMIT,
@@ -176,15 +177,8 @@ def _regular_file(value: Any) -> str | None:
     except OSError as exc:
         _bad("verdicts", f"cannot be read ({exc.strerror})", value)
     if not stat.S_ISREG(st.st_mode):
-        _bad("verdicts", f"must be a regular file (it is a {_kind(st.st_mode)})", value)
+        _bad("verdicts", f"must be a regular file (it is a {file_kind(st.st_mode)})", value)
     return path
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
 
 
 def _refuse(worker: Any, queue: Any, problem: str) -> NoReturn:
@@ -224,8 +218,7 @@ async def _stop_once_started(worker: Any) -> None:
 # -- the verdict file -------------------------------------------------------------------
 
 
-class _Refused(Exception):
-    """The whole verdict file is unusable; the message says why."""
+_Refused = Refused  # the whole verdict file is unusable; the message says why
 
 
 @dataclass
@@ -241,7 +234,7 @@ class Seed:
 def load_verdicts(path: str, policy: Policy = DEFAULT_POLICY, python: str = PYTHON) -> Seed:
     """Blocking (call it in a thread); never raises for anything the file holds."""
     try:
-        raw, written_ns = _read_bounded(path)
+        raw, written_ns = read_regular(path, MAX_VERDICTS_BYTES)
         entries, made_by = _entries(_parse(raw))
     except _Refused as exc:
         return Seed(refused=str(exc))
@@ -260,30 +253,6 @@ def load_verdicts(path: str, policy: Policy = DEFAULT_POLICY, python: str = PYTH
             assert route is not None  # why_not is None only with a known verdict's route
             seed.routes[module] = route  # one fallback entry of a module sends it all there
     return seed
-
-
-def _read_bounded(path: str) -> tuple[bytes, int]:
-    """The bytes and mtime of a regular file of at most MAX_VERDICTS_BYTES. Opened
-    non-blocking and checked after opening: a FIFO swapped in since start-up cannot block."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Refused(f"not a regular file (a {_kind(st.st_mode)})")
-        if st.st_size > MAX_VERDICTS_BYTES:
-            raise _Refused(f"{st.st_size} bytes, more than the {MAX_VERDICTS_BYTES} allowed")
-        chunks, total = [], 0
-        while total <= MAX_VERDICTS_BYTES:
-            chunk = os.read(fd, min(1 << 20, MAX_VERDICTS_BYTES + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > MAX_VERDICTS_BYTES:
-            raise _Refused(f"grew past {MAX_VERDICTS_BYTES} bytes while being read")
-        return b"".join(chunks), st.st_mtime_ns
-    finally:
-        os.close(fd)
 
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")

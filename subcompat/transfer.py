@@ -14,10 +14,9 @@ here wins). JSON only; the file is bounded before it is parsed.
 from __future__ import annotations
 
 import json
-import os
-import stat
 
 from subcompat import __version__
+from subcompat._bounded import Refused, read_regular
 from subcompat.verdict import Verdict
 
 TYPE_CHECKING = False
@@ -65,19 +64,11 @@ def read(path: str) -> tuple[list[tuple[str, str, str, str, str]], int]:
 
 def _load(path: str) -> Any:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        raw, _ = read_regular(path, MAX_BYTES)
+    except Refused as exc:
+        raise TransferError(f"{path}: {exc}") from None
     except OSError as exc:
         raise TransferError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TransferError(f"{path}: not a regular file")
-        if st.st_size > MAX_BYTES:
-            raise TransferError(f"{path}: {st.st_size} bytes, more than the {MAX_BYTES} allowed")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-    finally:
-        os.close(fd)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
