@@ -227,70 +227,43 @@ def test_store_down_or_silent_means_local_cache_and_one_warning(app, pg_dsn):
         closed.close()
 
 
-def test_export_import_round_trip_through_the_cli(store, app):
-    """Verdicts probed into one host's cache, exported, imported into a store: a second
-    host finds them there (no probe) and they carry the fingerprints."""
-    cli = [*CAP, sys.executable, "-m", "subcompat.cli"]
-    env_a = _host_env(app, "a")
-    run = subprocess.run(
-        [*cli, "check", *app["targets"][:4], "--format", "json"],
-        env=env_a,
+def _cli(app, host: str, *args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    """``subcompat`` as one host runs it in the app (capped, as every probe here)."""
+    return subprocess.run(
+        [*CAP, sys.executable, "-m", "subcompat.cli", *args],
+        env=_host_env(app, host),
         cwd=app["root"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
+
+
+def test_export_import_round_trip_through_the_cli(store, app):
+    """Verdicts probed into one host's cache, exported, imported into a store: a second
+    host finds them there (no probe) and they carry the fingerprints."""
+    run = _cli(app, "a", "check", *app["targets"][:4], "--format", "json", timeout=600)
     assert run.returncode == 1, run.stderr
-    exported = subprocess.run(
-        [*cli, "cache", "export"], env=env_a, cwd=app["root"], capture_output=True, text=True, timeout=60
-    )
+    exported = _cli(app, "a", "cache", "export")
     assert exported.returncode == 0, exported.stderr
     data = json.loads(exported.stdout)
     assert sorted(m["target"] for m in data["modules"]) == app["targets"][:4]
     assert all(m["stamps"] and m["interp"] and m["env"] for m in data["modules"])
     path = app["tmp"] / "verdicts.json"
     path.write_text(exported.stdout)
-    imported = subprocess.run(
-        [*cli, "cache", "import", str(path), "--cache", store],
-        env=_host_env(app, "b"),
-        cwd=app["root"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    imported = _cli(app, "b", "cache", "import", str(path), "--cache", store)
     assert imported.returncode == 0, imported.stderr
     assert "imported 4 verdict(s)" in imported.stdout
     assert _store_counts(store) == {t: 0 for t in app["targets"][:4]}  # imported, not probed
-    again = subprocess.run(
-        [*cli, "cache", "import", str(path), "--cache", store],
-        env=_host_env(app, "c"),
-        cwd=app["root"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = _cli(app, "c", "cache", "import", str(path), "--cache", store)
     assert "imported 0 verdict(s)" in again.stdout  # never over what is there
-    host_b = subprocess.run(
-        [*cli, "check", *app["targets"][:4], "--format", "json", "--cache", store],
-        env=_host_env(app, "d"),
-        cwd=app["root"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    host_b = _cli(app, "d", "check", *app["targets"][:4], "--format", "json", "--cache", store, timeout=600)
     report = json.loads(host_b.stdout)
     assert [m["cached"] for m in report["modules"]] == [True] * 4
     assert [m["verdict"] for m in report["modules"]] == [_expected(t) for t in app["targets"][:4]]
     # a changed file: the fingerprint no longer matches, the entry is not used
     (app["root"] / "fleetjobs" / "m0.py").write_text("import sc_single\n\n\ndef job():\n    return 0\n")
-    host_c = subprocess.run(
-        [*cli, "check", "fleetjobs.m0", "--format", "json", "--cache", store],
-        env=_host_env(app, "e"),
-        cwd=app["root"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    host_c = _cli(app, "e", "check", "fleetjobs.m0", "--format", "json", "--cache", store, timeout=600)
     (entry,) = json.loads(host_c.stdout)["modules"]
     assert entry["verdict"] == "incompatible" and entry["cached"] is False
 
