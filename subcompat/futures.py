@@ -38,6 +38,7 @@ from collections import Counter
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from subcompat import _worker
+from subcompat._lanes import Call, Lane
 from subcompat.learn import subinterpreter_import_message
 from subcompat.route import FALLBACK, SUBINTERPRETER, Policy, Route, route_for
 
@@ -137,8 +138,7 @@ def _default_mp_context() -> Any:
 
 def _routing_target(fn: Any) -> tuple[str | None, str | None]:
     """(module to route by, or why it goes to the fallback without a probe)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
+    fn = _unwrapped(fn)
     module = getattr(fn, "__module__", None)
     if not isinstance(module, str) or not module:
         return None, "its module is unknown"
@@ -150,27 +150,20 @@ def _routing_target(fn: Any) -> tuple[str | None, str | None]:
     return module, None
 
 
-class _AutoFuture(Future):  # type: ignore[type-arg]
-    """The caller's future; it stays pending until the call's final answer (after a
-    reroute, if any), and cancelling it cancels the inner pool's future first."""
-
-    _inner: Future | None = None  # type: ignore[type-arg]
-
-    def cancel(self) -> bool:
-        inner = self._inner
-        if inner is not None and not inner.cancel():
-            return False
-        return super().cancel()
+def _unwrapped(fn: Any) -> Any:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
 
 
-@dataclasses.dataclass(eq=False)
-class _Call:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    module: str | None
-    future: _AutoFuture
-    rerouted: bool = False
+def _time_key(fn: Any, chunked: bool) -> Any:
+    """What a call's time is learnt by: its function (a partial's, a chunk's own)."""
+    key = _unwrapped(fn)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable callable object: its type stands for it
+        key = type(key)
+    return (key, "chunk") if chunked else key
 
 
 # -- the executor ------------------------------------------------------------------------
@@ -210,10 +203,10 @@ class AutoPoolExecutor(Executor):
         self._mp_context = mp_context if mp_context is not None else _default_mp_context()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._pools: dict[str, Executor] = {}
+        self._lanes: dict[str, Lane] = {}
         self._routes: dict[str, Route] = {}
-        self._waiting: dict[str, list[_Call]] = {}  # module -> calls waiting for its probe
-        self._live: set[_AutoFuture] = set()
+        self._waiting: dict[str, list[Call]] = {}  # module -> calls waiting for its probe
+        self._live: set[Future[Any]] = set()
         self._closing = self._close_when_idle = self._closed = False
         self._probe_pool: ThreadPoolExecutor | None = None
         self._counters: Counter[str] = Counter()
@@ -227,7 +220,7 @@ class AutoPoolExecutor(Executor):
 
     # -- concurrent.futures.Executor ---------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        return self._submit(fn, fn, args, kwargs)
+        return self._submit(fn, fn, args, kwargs, _time_key(fn, False))
 
     def map(
         self,
@@ -243,10 +236,12 @@ class AutoPoolExecutor(Executor):
         end = None if timeout is None else timeout + time.monotonic()
         items = zip(*iterables, strict=False)
         if chunksize == 1:
-            futures = [self._submit(fn, fn, args, {}) for args in items]
+            key = _time_key(fn, False)
+            futures = [self._submit(fn, fn, args, {}, key) for args in items]
         else:
+            key = _time_key(fn, True)
             chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
-            futures = [self._submit(fn, _worker.run_chunk, (fn, chunk), {}) for chunk in chunks]
+            futures = [self._submit(fn, _worker.run_chunk, (fn, chunk), {}, key) for chunk in chunks]
         return self._results(futures, end, chunked=chunksize > 1)
 
     @staticmethod
@@ -291,9 +286,13 @@ class AutoPoolExecutor(Executor):
 
     def stats(self) -> dict[str, int]:
         """Calls per executor (``route.subinterpreter``, ``route.process``, ``route.thread``),
-        ``probes``, ``probe_errors``, ``reroutes``."""
+        pool tasks they were sent in (``batches.subinterpreter``, ...), ``probes``,
+        ``probe_errors``, ``reroutes``."""
         with self._lock:
-            return dict(self._counters)
+            counts = dict(self._counters)
+            lanes = list(self._lanes.values())
+        counts.update({f"batches.{lane.name}": lane.batches for lane in lanes})
+        return counts
 
     # -- routing -----------------------------------------------------------------------
     def _known(self, fn: Any) -> tuple[str | None, Route | None]:
@@ -304,9 +303,11 @@ class AutoPoolExecutor(Executor):
             return None, Route(FALLBACK, self.policy.fallback, why or "")
         return module, self._routes.get(module)
 
-    def _submit(self, route_by: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+    def _submit(
+        self, route_by: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any
+    ) -> Future[Any]:
         module, route = self._known(route_by)
-        call = _Call(fn, args, kwargs, module, _AutoFuture())
+        call = Call(fn, args, kwargs, key, module, Future())
         probe = False
         with self._lock:
             if self._closing:
@@ -378,55 +379,50 @@ class AutoPoolExecutor(Executor):
             return self._probe_pool
 
     # -- running -----------------------------------------------------------------------
-    def _dispatch(self, call: _Call, route: Route) -> None:
-        """Hand the call to its pool; never raises (a refusal completes the future)."""
-        future = call.future
-        if future.done():  # cancelled while its module was probed
+    def _dispatch(self, call: Call, route: Route) -> None:
+        """Hand the call to its pool's lane; never raises (a refusal completes the future)."""
+        if call.future.done():  # cancelled while its module was probed
             return
         with self._lock:
             self._counters[f"route.{route.executor}"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("subcompat: %s -> %s: %s", _name(call.fn), route.executor, route.why)
-        try:
-            inner = self._pool(route.executor).submit(call.fn, *call.args, **call.kwargs)
-        except BaseException as exc:
-            if route.executor == SUBINTERPRETER and self._rerouted(call, exc):
-                return
-            _settle(future, exc=exc)
-            return
-        future._inner = inner
-        inner.add_done_callback(functools.partial(self._finish, call, route))
+        self._lane(route.executor).put(call)
 
-    def _finish(self, call: _Call, route: Route, inner: Future[Any]) -> None:
-        if inner.cancelled():
-            call.future.cancel()
+    def _finish(self, executor: str, call: Call, exc: BaseException | None, result: Any) -> None:
+        if exc is not None and executor == SUBINTERPRETER and self._rerouted(call, exc):
             return
-        exc = inner.exception()
-        if exc is not None and route.executor == SUBINTERPRETER and self._rerouted(call, exc):
-            return
-        _settle(call.future, exc=exc, result=None if exc is not None else inner.result())
+        if not call.started and not call.future.set_running_or_notify_cancel():
+            return  # cancelled by the caller
+        if exc is not None:
+            call.future.set_exception(exc)
+        else:
+            call.future.set_result(result)
 
-    def _rerouted(self, call: _Call, exc: BaseException) -> bool:
+    def _rerouted(self, call: Call, exc: BaseException) -> bool:
         """A sub-interpreter ImportError the probe missed: learn it, run the call again
         on the fallback (once)."""
         message = subinterpreter_import_message(exc)
         if message is None or call.rerouted:
             return False
-        call.rerouted = True
+        call.rerouted, call.alone = True, False
         route = Route(FALLBACK, self.policy.fallback, f"learned at run time: {message}")
         with self._lock:
             self._counters["reroutes"] += 1
             if call.module is not None:
+                first = self._routes.get(call.module) != route
                 self._routes[call.module] = route
-        log.warning(
-            "subcompat: %s failed in a sub-interpreter (%s); re-run on the fallback", _name(call.fn), message
-        )
-        if call.module is not None:
-            try:
-                self._probe_threads().submit(self._learn, call.module, message)
-            except RuntimeError:  # interpreter exiting: the cache can do without it
-                pass
-        call.future._inner = None
+        if call.module is None or first:
+            log.warning(
+                "subcompat: %s failed in a sub-interpreter (%s); re-run on the fallback",
+                _name(call.fn),
+                message,
+            )
+            if call.module is not None:
+                try:
+                    self._probe_threads().submit(self._learn, call.module, message)
+                except RuntimeError:  # interpreter exiting: the cache can do without it
+                    pass
         self._dispatch(call, route)
         return True
 
@@ -443,12 +439,13 @@ class AutoPoolExecutor(Executor):
         except Exception as exc:  # the call matters more than the cache
             log.warning("subcompat: could not record %s in the cache (%s)", module, exc)
 
-    def _pool(self, name: str) -> Executor:
+    def _lane(self, name: str) -> Lane:
         with self._lock:
-            pool = self._pools.get(name)
-            if pool is None:
-                pool = self._pools[name] = self._new_pool(name)
-            return pool
+            lane = self._lanes.get(name)
+            if lane is None:
+                make = functools.partial(self._new_pool, name)
+                lane = self._lanes[name] = Lane(name, make, functools.partial(self._finish, name))
+            return lane
 
     def _new_pool(self, name: str) -> Executor:
         init, args = self._initializer, self._initargs
@@ -476,23 +473,13 @@ class AutoPoolExecutor(Executor):
             if self._closed:
                 return
             self._closed = True
-            pools, probes = list(self._pools.values()), self._probe_pool
-        for pool in pools:
-            pool.shutdown(wait=wait)
+            lanes, probes = list(self._lanes.values()), self._probe_pool
+        for lane in lanes:
+            lane.close(wait=wait)
         if probes is not None:
             probes.shutdown(wait=wait)
 
 
-def _settle(future: Future[Any], *, exc: BaseException | None = None, result: Any = None) -> None:
-    if not future.set_running_or_notify_cancel():
-        return  # cancelled by the caller
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
-
-
 def _name(fn: Any) -> str:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
+    fn = _unwrapped(fn)
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

@@ -1,0 +1,215 @@
+"""One inner pool of AutoPoolExecutor, fed in batches.
+
+A pool round trip (pickling, a pipe or an interpreter switch, a result future) costs far
+more than a small call. A lane keeps at most ``AHEAD`` batches per worker in its pool;
+calls that arrive while the pool is that busy wait in the lane's backlog, and leave
+together: as many as are expected to run for ``TARGET_S`` (each function's time per call
+is measured in the worker), at most an even share of the backlog across the batches in
+flight. An idle pool therefore gets each call at once, alone; a busy one gets fewer,
+fuller batches. A function not measured yet goes alone.
+
+A batch runs its calls one by one and returns every outcome (``_worker.run_batch``), so
+a failure of the batch as a whole means none of it ran: its calls are sent again one per
+batch. A broken pool (a worker crashed) fails the calls it held, as the pool alone would,
+and the lane starts a fresh pool for the calls after them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import threading
+from collections import deque
+from concurrent.futures import BrokenExecutor, Executor, Future
+
+from subcompat import _worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+TARGET_S = 0.002  # expected run time of one batch
+MAX_BATCH = 256
+AHEAD = 2  # batches in flight per worker
+ESTIMATES_KEPT = 4096  # functions whose time per call is remembered
+WEIGHT = 0.3  # of a new measurement in a function's running estimate
+
+
+@dataclasses.dataclass(eq=False)
+class Call:
+    """One call of the caller's; ``key`` is what its time per call is learnt by."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    key: Any
+    module: str | None
+    future: Future[Any]
+    rerouted: bool = False
+    started: bool = False  # its future is RUNNING: cancel() refuses from here on
+    alone: bool = False  # its batch failed as a whole: it goes alone from now on
+
+
+class RemoteTraceback(Exception):
+    """The worker's traceback, as the ``__cause__`` of a job's exception (as
+    ``ProcessPoolExecutor`` does)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+class Lane:
+    """``finish(call, exc, result)`` gets every call's outcome, in whatever thread the
+    pool completes its batch in."""
+
+    def __init__(
+        self,
+        name: str,
+        make_pool: Callable[[], Executor],
+        finish: Callable[[Call, BaseException | None, Any], None],
+    ) -> None:
+        self.name = name
+        self._make_pool = make_pool
+        self._finish = finish
+        self._pickled = name != "thread"  # a thread shares our memory: nothing to pickle
+        self._lock = threading.Lock()
+        self._backlog: deque[Call] = deque()
+        self._estimates: dict[Any, float] = {}
+        self._pool: Executor | None = None
+        self._limit = 1
+        self._in_flight = 0
+        self._closed = False
+        self._pumping = threading.local()
+        self.batches = 0
+
+    def put(self, call: Call) -> None:
+        with self._lock:
+            self._backlog.append(call)
+        self._pump()
+
+    def close(self, wait: bool) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            self._backlog.clear()
+        if pool is not None:
+            pool.shutdown(wait=wait)
+
+    # -- sending -------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Send batches while the pool has room. A completion that arrives inside
+        ``add_done_callback`` (a call already done) is picked up by this loop instead of
+        a nested one, so the stack stays flat however fast the calls are."""
+        if getattr(self._pumping, "active", False):
+            return
+        self._pumping.active = True
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or not self._backlog or self._in_flight >= self._limit:
+                        return
+                    batch = self._take()
+                    if not batch:
+                        continue
+                    self._in_flight += 1
+                self._send(batch)
+        finally:
+            self._pumping.active = False
+
+    def _take(self) -> list[Call]:
+        share = -(-len(self._backlog) // self._limit)
+        batch: list[Call] = []
+        expected = 0.0
+        while self._backlog and len(batch) < min(MAX_BATCH, share):
+            call = self._backlog[0]
+            cost = self._estimates.get(call.key, TARGET_S)
+            if batch and (call.alone or expected + cost > TARGET_S):
+                break
+            self._backlog.popleft()
+            if not call.started:
+                if not call.future.set_running_or_notify_cancel():
+                    continue  # cancelled while it waited
+                call.started = True
+            batch.append(call)
+            expected += cost
+            if call.alone:
+                break
+        return batch
+
+    def _send(self, batch: list[Call]) -> None:
+        pool = None
+        try:
+            pool = self._current_pool()
+            tasks = [(c.fn, c.args, c.kwargs) for c in batch]
+            future = pool.submit(_worker.run_batch, tasks, self._pickled)
+        except BaseException as exc:
+            self._batch_failed(batch, exc, pool)
+            return
+        future.add_done_callback(lambda done: self._done(batch, pool, done))
+
+    def _current_pool(self) -> Executor:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._pool is None:
+                self._pool = self._make_pool()
+                workers = getattr(self._pool, "_max_workers", None)
+                self._limit = AHEAD * (workers if isinstance(workers, int) and workers > 0 else 1)
+            self.batches += 1
+            return self._pool
+
+    # -- receiving -----------------------------------------------------------------
+    def _done(self, batch: list[Call], pool: Executor, future: Future[Any]) -> None:
+        exc = future.exception() if not future.cancelled() else RuntimeError("the batch was cancelled")
+        if exc is not None:
+            self._batch_failed(batch, exc, pool)
+            return
+        try:
+            outcomes = future.result()
+            if self._pickled:
+                outcomes = pickle.loads(outcomes)
+        except BaseException as error:  # noqa: BLE001 - a result we cannot read fails its batch
+            self._batch_failed(batch, error, pool)
+            return
+        with self._lock:
+            self._in_flight -= 1
+            for call, (_, _, _, seconds) in zip(batch, outcomes, strict=True):
+                self._learn_time(call.key, seconds)
+        for call, (returned, value, text, _) in zip(batch, outcomes, strict=True):
+            if returned:
+                self._finish(call, None, value)
+            else:
+                if text is not None:
+                    value.__cause__ = RemoteTraceback(text)
+                self._finish(call, value, None)
+        self._pump()
+
+    def _learn_time(self, key: Any, seconds: float) -> None:
+        old = self._estimates.get(key)
+        if old is None and len(self._estimates) >= ESTIMATES_KEPT:
+            self._estimates.clear()
+        self._estimates[key] = seconds if old is None else old + WEIGHT * (seconds - old)
+
+    def _batch_failed(self, batch: list[Call], exc: BaseException, pool: Executor | None) -> None:
+        """None of the batch ran (see run_batch), unless the pool broke: a batch of one
+        takes the error; a larger one is sent again one call per batch."""
+        broken = isinstance(exc, BrokenExecutor)
+        with self._lock:
+            self._in_flight -= 1
+            if broken and pool is not None and self._pool is pool:
+                self._pool = None  # the next batch starts a fresh pool
+            if len(batch) > 1 and not broken and not self._closed:
+                for call in reversed(batch):
+                    call.alone = True
+                    self._backlog.appendleft(call)
+                batch = []
+        if broken and pool is not None:
+            pool.shutdown(wait=False)
+        for call in batch:
+            self._finish(call, exc, None)
+        self._pump()
