@@ -11,7 +11,7 @@ fuller batches. A function not measured yet goes alone.
 A batch runs its calls one by one and returns every outcome (``_worker.run_batch``), so
 a failure of the batch as a whole means none of it ran: its calls are sent again one per
 batch. A broken pool (a worker crashed) fails the calls it held, as the pool alone would,
-and the lane starts a fresh pool for the calls after them.
+and the lane starts a fresh pool for the calls after them if the broken one had worked.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class Lane:
         self._backlog: deque[Call] = deque()
         self._estimates: dict[Any, float] = {}
         self._pool: Executor | None = None
+        self._pool_worked = False  # has the current pool completed a batch?
         self._limit = 1
         self._in_flight = 0
         self._closed = False
@@ -157,7 +158,7 @@ class Lane:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if self._pool is None:
-                self._pool = self._make_pool()
+                self._pool, self._pool_worked = self._make_pool(), False
                 workers = getattr(self._pool, "_max_workers", None)
                 self._limit = AHEAD * (workers if isinstance(workers, int) and workers > 0 else 1)
             self.batches += 1
@@ -178,6 +179,7 @@ class Lane:
             return
         with self._lock:
             self._in_flight -= 1
+            self._pool_worked = self._pool_worked or self._pool is pool
             for call, (_, _, _, seconds) in zip(batch, outcomes, strict=True):
                 self._learn_time(call.key, seconds)
         for call, (returned, value, text, _) in zip(batch, outcomes, strict=True):
@@ -197,19 +199,23 @@ class Lane:
 
     def _batch_failed(self, batch: list[Call], exc: BaseException, pool: Executor | None) -> None:
         """None of the batch ran (see run_batch), unless the pool broke: a batch of one
-        takes the error; a larger one is sent again one call per batch."""
+        takes the error; a larger one is sent again one call per batch. A pool that broke
+        after it had worked is replaced; one that never worked (its initializer fails, or
+        its very first call crashes it) stays, so later calls fail at once as they would
+        with that pool alone."""
         broken = isinstance(exc, BrokenExecutor)
         with self._lock:
             self._in_flight -= 1
-            if broken and pool is not None and self._pool is pool:
-                self._pool = None  # the next batch starts a fresh pool
+            replace = broken and pool is not None and self._pool is pool and self._pool_worked
+            if replace:
+                self._pool = None
             if len(batch) > 1 and not broken and not self._closed:
                 for call in reversed(batch):
                     call.alone = True
                     self._backlog.appendleft(call)
                 batch = []
-        if broken and pool is not None:
-            pool.shutdown(wait=False)
+        if replace:
+            pool.shutdown(wait=False)  # type: ignore[union-attr]
         for call in batch:
             self._finish(call, exc, None)
         self._pump()

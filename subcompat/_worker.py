@@ -42,10 +42,10 @@ def run_batch(tasks: "list[Task]", pickled: bool) -> "list[Outcome] | bytes":
     for fn, args, kwargs in tasks:
         started = perf_counter()
         try:
-            outcome = (True, fn(*args, **kwargs), None, 0.0)
+            value, returned, text = fn(*args, **kwargs), True, None
         except BaseException as exc:
-            outcome = (False, exc, _traceback(exc) if pickled else None, 0.0)
-        outcomes.append(outcome[:3] + (perf_counter() - started,))  # type: ignore[arg-type]
+            value, returned, text = exc, False, _traceback(exc) if pickled else None
+        outcomes.append((returned, value, text, perf_counter() - started))
     if not pickled:
         return outcomes
     import pickle

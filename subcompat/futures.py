@@ -22,6 +22,7 @@ Every future this executor returns completes: probe failures route to the fallba
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -35,7 +36,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from subcompat import _worker
 from subcompat._lanes import Call, Lane
@@ -211,6 +212,7 @@ class AutoPoolExecutor(Executor):
         self._probe_pool: ThreadPoolExecutor | None = None
         self._counters: Counter[str] = Counter()
         self._sub_cls, self._unavailable = interpreter_pool_class()
+        self._sub_down: str | None = None  # why the interpreter pool cannot run anything
         if self._unavailable:
             warnings.warn(
                 f"subcompat: {self._unavailable}; every call runs on the {fallback} pool",
@@ -228,29 +230,46 @@ class AutoPoolExecutor(Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
-        """Like ``Executor.map``; with ``chunksize`` > 1 each pool task runs that many calls
-        (routed by ``fn``, so a chunk goes wherever ``fn`` would)."""
+        """Like ``Executor.map`` (3.14's ``buffersize`` too, on every Python: at most that
+        many tasks submitted ahead of the results taken); with ``chunksize`` > 1 each pool
+        task runs that many calls (routed by ``fn``, so a chunk goes wherever ``fn`` would)."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None:
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
         end = None if timeout is None else timeout + time.monotonic()
-        items = zip(*iterables, strict=False)
-        if chunksize == 1:
-            key = _time_key(fn, False)
-            futures = [self._submit(fn, fn, args, {}, key) for args in items]
-        else:
-            key = _time_key(fn, True)
-            chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
-            futures = [self._submit(fn, _worker.run_chunk, (fn, chunk), {}, key) for chunk in chunks]
-        return self._results(futures, end, chunked=chunksize > 1)
+        calls = zip(*iterables, strict=False)
+        items: Iterator[Any] = calls
+        if chunksize > 1:
+            items = iter(lambda: list(itertools.islice(calls, chunksize)), [])
+        key = _time_key(fn, chunksize > 1)
+
+        def submit(args: Any) -> Future[Any]:
+            if chunksize > 1:
+                return self._submit(fn, _worker.run_chunk, (fn, args), {}, key)
+            return self._submit(fn, fn, args, {}, key)
+
+        futures = collections.deque(map(submit, itertools.islice(items, buffersize)))
+        refill = None if buffersize is None else (lambda: next(map(submit, itertools.islice(items, 1)), None))
+        return self._results(futures, end, chunksize > 1, refill)
 
     @staticmethod
-    def _results(futures: list[Future[Any]], end: float | None, chunked: bool) -> Iterator[Any]:
+    def _results(
+        futures: collections.deque[Future[Any]],
+        end: float | None,
+        chunked: bool,
+        refill: Callable[[], Future[Any] | None] | None,
+    ) -> Iterator[Any]:
         try:
-            futures.reverse()
             while futures:
-                future = futures.pop()
-                result = future.result(None if end is None else end - time.monotonic())
+                result = futures.popleft().result(None if end is None else end - time.monotonic())
+                if refill is not None and (more := refill()) is not None:
+                    futures.append(more)
                 if chunked:
                     yield from result
                 else:
@@ -282,7 +301,10 @@ class AutoPoolExecutor(Executor):
     # -- inspection --------------------------------------------------------------------
     def route_of(self, fn: Callable[..., Any]) -> Route | None:
         """The decision for ``fn``'s calls, or None while its module is not probed yet."""
-        return self._known(fn)[1]
+        route = self._known(fn)[1]
+        if route is not None and route.executor == SUBINTERPRETER and self._sub_down:
+            return Route(FALLBACK, self.policy.fallback, self._sub_down)
+        return route
 
     def stats(self) -> dict[str, int]:
         """Calls per executor (``route.subinterpreter``, ``route.process``, ``route.thread``),
@@ -383,6 +405,8 @@ class AutoPoolExecutor(Executor):
         """Hand the call to its pool's lane; never raises (a refusal completes the future)."""
         if call.future.done():  # cancelled while its module was probed
             return
+        if route.executor == SUBINTERPRETER and self._sub_down:
+            route = Route(FALLBACK, self.policy.fallback, self._sub_down)
         with self._lock:
             self._counters[f"route.{route.executor}"] += 1
         if log.isEnabledFor(logging.DEBUG):
@@ -402,6 +426,8 @@ class AutoPoolExecutor(Executor):
     def _rerouted(self, call: Call, exc: BaseException) -> bool:
         """A sub-interpreter ImportError the probe missed: learn it, run the call again
         on the fallback (once)."""
+        if isinstance(exc, BrokenExecutor) and not call.rerouted:
+            return self._sub_pool_broken(call, exc)
         message = subinterpreter_import_message(exc)
         if message is None or call.rerouted:
             return False
@@ -424,6 +450,21 @@ class AutoPoolExecutor(Executor):
                 except RuntimeError:  # interpreter exiting: the cache can do without it
                     pass
         self._dispatch(call, route)
+        return True
+
+    def _sub_pool_broken(self, call: Call, exc: BaseException) -> bool:
+        """The interpreter pool broke: its worker could not start (the initializer
+        failed there; a crash would have taken this process). No call ran in it; this one
+        and every later one go to the fallback."""
+        with self._lock:
+            first = self._sub_down is None
+            if first:
+                self._sub_down = f"the interpreter pool is broken (its initializer failed there?): {exc}"
+            self._counters["reroutes"] += 1
+        if first:
+            log.warning("subcompat: %s; every call now runs on the %s pool", self._sub_down, self.policy.fallback)
+        call.rerouted, call.alone = True, False
+        self._dispatch(call, Route(FALLBACK, self.policy.fallback, self._sub_down or ""))
         return True
 
     def _learn(self, module: str, message: str) -> None:
