@@ -167,6 +167,12 @@ class Lane:
     # -- receiving -----------------------------------------------------------------
     def _done(self, batch: list[Call], pool: Executor, future: Future[Any]) -> None:
         exc = future.exception() if not future.cancelled() else RuntimeError("the batch was cancelled")
+        if isinstance(exc, BrokenExecutor):
+            # The pool completes our future holding its own lock (ProcessPoolExecutor's
+            # terminate_broken, ThreadPoolExecutor's _initializer_failed): submitting to
+            # it or shutting it down from here would wait on that lock forever.
+            _elsewhere(self._batch_failed, batch, exc, pool)
+            return
         if exc is not None:
             self._batch_failed(batch, exc, pool)
             return
@@ -219,3 +225,11 @@ class Lane:
         for call in batch:
             self._finish(call, exc, None)
         self._pump()
+
+
+def _elsewhere(fn: Callable[..., None], *args: Any) -> None:
+    """Run ``fn`` in a thread of its own (inline if none can start: interpreter exit)."""
+    try:
+        threading.Thread(target=fn, args=args, name="subcompat-broken-pool").start()
+    except RuntimeError:
+        fn(*args)

@@ -64,10 +64,10 @@ def close(executor, wait_: bool = True, cancel: bool = False, bound: float = BOU
     assert not worker.is_alive(), f"shutdown(wait={wait_}) still running after {bound} s"
 
 
-def executor(app, **kw):
+def executor(app, max_workers=2, **kw):
     from subcompat.futures import AutoPoolExecutor
 
-    return AutoPoolExecutor(2, cache_dir=app.cache_dir, **kw)
+    return AutoPoolExecutor(max_workers, cache_dir=app.cache_dir, **kw)
 
 
 def interpreters_now() -> int:
@@ -450,3 +450,186 @@ def test_the_initializer_runs_in_every_inner_pool(app):
     finally:
         close(pool)
     assert routes == ["subinterpreter", "process"] and got == ["ready", "ready"]
+
+
+# -- lanes: how calls reach the inner pools -----------------------------------------------
+
+OUTCOMES = """
+import os, signal, threading
+
+def half(x):
+    if x % 7 == 3:
+        raise ValueError("not this one", x)
+    return x // 2
+
+def send_back(x):
+    return threading.Lock() if x == 5 else x
+
+def same(x):
+    return x
+
+def spin(n):
+    total = 0
+    for i in range(n):
+        total += i % 3
+    return total
+
+def die(kill):
+    if kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+"""
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("fallback", ["process", "thread"])
+def test_small_calls_share_pool_tasks_and_keep_their_own_outcomes(app, fallback):
+    mods = app({"oc": OUTCOMES, "oc_bad": "import sc_single\n" + OUTCOMES})
+    pool = executor(app, fallback=fallback)
+    try:
+        futures = {m: [pool.submit(mods[m].half, x) for x in range(300)] for m in mods}
+        wait([f for fs in futures.values() for f in fs], timeout=BOUND)
+        stats = pool.stats()
+    finally:
+        close(pool)
+    for name, fs in futures.items():
+        for x, future in enumerate(fs):
+            if x % 7 == 3:
+                error = future.exception(timeout=0)
+                assert type(error) is ValueError and error.args == ("not this one", x)
+            else:
+                assert future.result(timeout=0) == x // 2
+    for route in ("subinterpreter", fallback):
+        assert stats[f"route.{route}"] == 300
+        assert stats[f"batches.{route}"] <= 150, stats  # waiting calls left together
+    remote = futures["oc"][3].exception(timeout=0).__cause__
+    assert "ValueError: ('not this one', 3)" in str(remote) and "in half" in str(remote)
+
+
+@needs_subinterpreters
+def test_a_call_on_an_idle_pool_goes_alone_and_long_calls_are_never_grouped(app):
+    mod = app({"idle": OUTCOMES})["idle"]
+    pool = executor(app)
+    try:
+        for x in (0, 1, 2, 4, 5):  # one at a time: nothing waits, nothing is held back
+            assert results([pool.submit(mod.half, x)]) == [x // 2]
+        assert pool.stats()["batches.subinterpreter"] == 5
+        assert results([pool.submit(mod.spin, 300_000) for _ in range(10)]) == [mod.spin(300_000)] * 10
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert stats["batches.subinterpreter"] == 15  # each call takes well over a batch's worth
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("where", ["oc", "oc_bad"])
+def test_a_call_that_cannot_be_sent_fails_alone(app, where):
+    """One argument and one result in 200 cannot be pickled: those two calls fail with
+    the pickling error, every other call of their batches completes."""
+    mods = app({"oc": OUTCOMES, "oc_bad": "import sc_single\n" + OUTCOMES})
+    mod = mods[where]
+    pool = executor(app)
+    try:
+        args = [threading.Lock() if x == 50 else x for x in range(100)]
+        sent = [pool.submit(mod.same, a) for a in args]
+        back = [pool.submit(mod.send_back, x) for x in range(100)]
+        wait(sent + back, timeout=BOUND)
+        stats = pool.stats()
+    finally:
+        close(pool)
+    failed = {i for i, f in enumerate(sent) if f.exception(timeout=0) is not None}
+    why = _chain_text(sent[50].exception())  # a pickling error, or 3.14's NotShareableError
+    assert failed == {50} and ("pickle" in why or "cross-interpreter data" in why) and "lock" in why
+    assert [f.result() for i, f in enumerate(sent) if i != 50] == [x for x in range(100) if x != 50]
+    assert [i for i, f in enumerate(back) if f.exception(timeout=0) is not None] == [5]
+    assert "cannot be sent back" in str(back[5].exception())
+    assert [f.result() for i, f in enumerate(back) if i != 5] == [x for x in range(100) if x != 5]
+    route = "subinterpreter" if where == "oc" else "process"
+    assert stats[f"batches.{route}"] < 200 and stats.get("reroutes", 0) == 0
+
+
+def _chain_text(exc: BaseException) -> str:
+    text = []
+    while exc is not None and len(text) < 10:
+        text.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(text)
+
+
+@needs_subinterpreters
+def test_a_process_pool_killed_by_a_call_is_replaced_for_the_next_calls(app):
+    from concurrent.futures.process import BrokenProcessPool
+
+    mod = app({"killer": "import sc_single\n" + OUTCOMES})["killer"]
+    pool = executor(app)
+    try:
+        first = results([pool.submit(mod.die, False)])[0]  # this pool works...
+        killed = pool.submit(mod.die, True)  # ...until a call SIGKILLs its worker
+        wait([killed], timeout=BOUND)
+        assert isinstance(killed.exception(timeout=0), BrokenProcessPool)
+        after = results([pool.submit(mod.die, False) for _ in range(3)])[0]
+    finally:
+        close(pool)
+    assert pool.route_of(mod.die).executor == "process"
+    assert gone(first) and gone(after), "a fallback process outlived shutdown"
+
+
+@needs_subinterpreters
+def test_an_initializer_that_cannot_load_in_a_subinterpreter_sends_every_call_to_the_fallback(app, caplog):
+    mods = app(
+        {
+            "ini_bad": "import sc_single\nSTATE = {}\ndef init(v):\n    STATE['v'] = v\n",
+            "ini_job": "import sys\ndef read():\n    done = sys.modules.get(__package__ + '.ini_bad')\n"
+            "    return done and done.STATE.get('v')\n",
+        }
+    )
+    pool = executor(app, initializer=mods["ini_bad"].init, initargs=("ready",))
+    try:
+        assert results([pool.submit(mods["ini_job"].read) for _ in range(4)]) == ["ready"] * 4
+        assert results([pool.submit(mods["ini_job"].read)]) == ["ready"]
+        route = pool.route_of(mods["ini_job"].read)
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert route.executor == "process" and "interpreter pool is broken" in route.why
+    assert stats["route.process"] == 5 and 1 <= stats["reroutes"] <= 4
+    warned = [r for r in caplog.records if "interpreter pool is broken" in r.getMessage()]
+    assert len(warned) == 1
+
+
+@needs_subinterpreters
+def test_map_with_a_buffer_reads_its_input_lazily(app):
+    mod = app({"buf": OUTCOMES})["buf"]
+    pool = executor(app)
+    try:
+        got = list(itertools.islice(pool.map(mod.spin, itertools.count(), buffersize=4, timeout=BOUND), 10))
+        submitted = pool.stats()["route.subinterpreter"]
+        chunked = pool.map(mod.spin, range(30), buffersize=2, chunksize=4, timeout=BOUND)
+        assert list(chunked) == [mod.spin(n) for n in range(30)]
+        for bad, error in ((0, ValueError), (1.5, TypeError), (True, TypeError)):
+            with pytest.raises(error):
+                pool.map(mod.spin, range(3), buffersize=bad)
+    finally:
+        close(pool)
+    assert got == [mod.spin(n) for n in range(10)]
+    assert 10 <= submitted <= 10 + 4  # an endless input: only the buffer ran ahead
+
+
+@needs_subinterpreters
+def test_a_call_still_waiting_in_the_lane_can_be_cancelled(app):
+    """One worker, two calls held in the thread fallback: the third waits in the lane,
+    where cancel() still takes it back, and it never runs."""
+    gate = "import sc_single, threading\nSTARTED, OPEN, RAN = threading.Event(), threading.Event(), []\n"
+    gate += "def held(i):\n    RAN.append(i)\n    STARTED.set()\n    return OPEN.wait(90)\n"
+    mod = app({"gate": gate})["gate"]
+    pool = executor(app, fallback="thread", max_workers=1)
+    try:
+        futures = [pool.submit(mod.held, i) for i in range(3)]
+        assert mod.STARTED.wait(BOUND)
+        assert futures[2].cancel()
+        mod.OPEN.set()
+        wait(futures, timeout=BOUND)
+    finally:
+        close(pool)
+    assert [f.result(timeout=0) for f in futures[:2]] == [True, True]
+    assert futures[2].cancelled() and mod.RAN == [0, 1]
