@@ -133,7 +133,7 @@ class Lane:
                 break
             self._backlog.popleft()
             if not call.started:
-                if not call.future.set_running_or_notify_cancel():
+                if not mark_running(call.future):
                     continue  # cancelled while it waited
                 call.started = True
             batch.append(call)
@@ -233,3 +233,12 @@ def _elsewhere(fn: Callable[..., None], *args: Any) -> None:
         threading.Thread(target=fn, args=args, name="subcompat-broken-pool").start()
     except RuntimeError:
         fn(*args)
+
+
+def mark_running(future: Future[Any]) -> bool:
+    """Mark the future running; False if it was cancelled (and its waiters told so,
+    here or by whoever saw the cancel first)."""
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:  # CANCELLED_AND_NOTIFIED already
+        return False

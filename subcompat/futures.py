@@ -39,7 +39,7 @@ from collections import Counter
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from subcompat import _worker
-from subcompat._lanes import Call, Lane
+from subcompat._lanes import Call, Lane, mark_running
 from subcompat.learn import subinterpreter_import_message
 from subcompat.route import FALLBACK, SUBINTERPRETER, Policy, Route, route_for
 
@@ -416,7 +416,7 @@ class AutoPoolExecutor(Executor):
     def _finish(self, executor: str, call: Call, exc: BaseException | None, result: Any) -> None:
         if exc is not None and executor == SUBINTERPRETER and self._rerouted(call, exc):
             return
-        if not call.started and not call.future.set_running_or_notify_cancel():
+        if not call.started and not mark_running(call.future):
             return  # cancelled by the caller
         if exc is not None:
             call.future.set_exception(exc)
@@ -462,7 +462,9 @@ class AutoPoolExecutor(Executor):
                 self._sub_down = f"the interpreter pool is broken (its initializer failed there?): {exc}"
             self._counters["reroutes"] += 1
         if first:
-            log.warning("subcompat: %s; every call now runs on the %s pool", self._sub_down, self.policy.fallback)
+            log.warning(
+                "subcompat: %s; every call now runs on the %s pool", self._sub_down, self.policy.fallback
+            )
         call.rerouted, call.alone = True, False
         self._dispatch(call, Route(FALLBACK, self.policy.fallback, self._sub_down or ""))
         return True
@@ -500,6 +502,8 @@ class AutoPoolExecutor(Executor):
 
     # -- lifetime ----------------------------------------------------------------------
     def _forget(self, future: Future[Any]) -> None:
+        if future.cancelled():  # waiting in a lane or for a probe: tell wait() now
+            mark_running(future)
         with self._lock:
             self._live.discard(future)
             if self._live:

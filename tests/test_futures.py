@@ -314,6 +314,7 @@ def test_shutdown_without_waiting_and_with_cancel(app):
     futures = [cancelling.submit(mods["q2"].where) for _ in range(3)]
     close(cancelling, cancel=True)
     assert all(f.cancelled() for f in futures)  # they were waiting for the probe
+    assert not wait(futures, timeout=BOUND).not_done
 
 
 @needs_subinterpreters
@@ -492,7 +493,7 @@ def test_small_calls_share_pool_tasks_and_keep_their_own_outcomes(app, fallback)
         stats = pool.stats()
     finally:
         close(pool)
-    for name, fs in futures.items():
+    for fs in futures.values():
         for x, future in enumerate(fs):
             if x % 7 == 3:
                 error = future.exception(timeout=0)
@@ -627,8 +628,9 @@ def test_a_call_still_waiting_in_the_lane_can_be_cancelled(app):
         futures = [pool.submit(mod.held, i) for i in range(3)]
         assert mod.STARTED.wait(BOUND)
         assert futures[2].cancel()
+        assert not wait([futures[2]], timeout=BOUND).not_done  # wait() hears of it at once
         mod.OPEN.set()
-        wait(futures, timeout=BOUND)
+        assert not wait(futures, timeout=BOUND).not_done
     finally:
         close(pool)
     assert [f.result(timeout=0) for f in futures[:2]] == [True, True]
