@@ -50,12 +50,12 @@ def make_pool(kind: str, workers: int, spec: dict):  # noqa: ANN201
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")  # what AutoPoolExecutor uses on Linux
-    if kind == "auto":
+    if kind in ("auto", "auto1"):  # auto1: no batching, every call its own pool task
         from subcompat.futures import AutoPoolExecutor
 
-        return AutoPoolExecutor(
-            workers, fallback=spec.get("fallback", "process"), cache_dir=spec["cache"], mp_context=context
-        )
+        extra = {"max_batch": 1} if kind == "auto1" else {}
+        fallback, cache = spec.get("fallback", "process"), spec["cache"]
+        return AutoPoolExecutor(workers, fallback=fallback, cache_dir=cache, mp_context=context, **extra)
     if kind == "process":
         return ProcessPoolExecutor(workers, mp_context=context)
     if kind == "thread":

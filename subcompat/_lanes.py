@@ -72,8 +72,10 @@ class Lane:
         name: str,
         make_pool: Callable[[], Executor],
         finish: Callable[[Call, BaseException | None, Any], None],
+        max_batch: int = MAX_BATCH,
     ) -> None:
         self.name = name
+        self.max_batch = max_batch
         self._make_pool = make_pool
         self._finish = finish
         self._pickled = name != "thread"  # a thread shares our memory: nothing to pickle
@@ -126,7 +128,7 @@ class Lane:
         share = -(-len(self._backlog) // self._limit)
         batch: list[Call] = []
         expected = 0.0
-        while self._backlog and len(batch) < min(MAX_BATCH, share):
+        while self._backlog and len(batch) < min(self.max_batch, share):
             call = self._backlog[0]
             cost = self._estimates.get(call.key, TARGET_S)
             if batch and (call.alone or expected + cost > TARGET_S):
