@@ -378,6 +378,8 @@ def test_bad_options_are_refused_with_a_clear_error(app):
         ({"probe_timeout": float("nan")}, ValueError),
         ({"probe_timeout": "10"}, TypeError),
         ({"initializer": 3}, TypeError),
+        ({"max_batch": 0}, ValueError),
+        ({"max_batch": 2.5}, TypeError),
     ]:
         with pytest.raises(error) as caught:
             AutoPoolExecutor(**kw)
@@ -520,6 +522,18 @@ def test_a_call_on_an_idle_pool_goes_alone_and_long_calls_are_never_grouped(app)
     finally:
         close(pool)
     assert stats["batches.subinterpreter"] == 15  # each call takes well over a batch's worth
+
+
+@needs_subinterpreters
+def test_max_batch_one_sends_every_call_alone(app):
+    mod = app({"one": OUTCOMES})["one"]
+    pool = executor(app, max_batch=1)
+    try:
+        assert results([pool.submit(mod.same, x) for x in range(100)]) == list(range(100))
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert stats["batches.subinterpreter"] == stats["route.subinterpreter"] == 100
 
 
 @needs_subinterpreters
