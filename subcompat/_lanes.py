@@ -179,12 +179,9 @@ class Lane:
             self._batch_failed(batch, exc, pool)
             return
         try:
-            outcomes = future.result()
-            if self._pickled:
-                outcomes = pickle.loads(outcomes)
-        except BaseException as error:  # noqa: BLE001 - a result we cannot read fails its batch
-            self._batch_failed(batch, error, pool)
-            return
+            outcomes = self._read(future.result(), len(batch))
+        except BaseException as error:  # noqa: BLE001 - the batch ran: fail its calls, never re-run them
+            outcomes = [(False, error, None, 0.0)] * len(batch)
         with self._lock:
             self._in_flight -= 1
             self._pool_worked = self._pool_worked or self._pool is pool
@@ -192,12 +189,28 @@ class Lane:
                 self._learn_time(call.key, seconds)
         for call, (returned, value, text, _) in zip(batch, outcomes, strict=True):
             if returned:
-                self._finish(call, None, value)
+                self._deliver(call, None, value)
             else:
                 if text is not None:
                     value.__cause__ = RemoteTraceback(text)
-                self._finish(call, value, None)
+                self._deliver(call, value, None)
         self._pump()
+
+    def _read(self, data: Any, calls: int) -> list[_worker.Outcome]:
+        outcomes: list[_worker.Outcome] = pickle.loads(data) if self._pickled else data
+        if len(outcomes) != calls:
+            raise RuntimeError(f"a batch of {calls} calls came back with {len(outcomes)} outcomes")
+        if self._pickled:  # bytes, bools, floats and strings so far: now each value
+            outcomes = [(*_unpickled(returned, value), text, t) for returned, value, text, t in outcomes]
+        return outcomes
+
+    def _deliver(self, call: Call, exc: BaseException | None, result: Any) -> None:
+        """``finish``, and the error it raised if it failed: no future is left pending."""
+        try:
+            self._finish(call, exc, result)
+        except BaseException as error:  # noqa: BLE001
+            if not call.future.done():
+                call.future.set_exception(error)
 
     def _learn_time(self, key: Any, seconds: float) -> None:
         old = self._estimates.get(key)
@@ -225,7 +238,7 @@ class Lane:
         if replace:
             pool.shutdown(wait=False)  # type: ignore[union-attr]
         for call in batch:
-            self._finish(call, exc, None)
+            self._deliver(call, exc, None)
         self._pump()
 
 
@@ -244,3 +257,14 @@ def mark_running(future: Future[Any]) -> bool:
         return future.set_running_or_notify_cancel()
     except RuntimeError:  # CANCELLED_AND_NOTIFIED already
         return False
+
+
+def _unpickled(returned: bool, data: bytes) -> tuple[bool, Any]:
+    """One outcome's value; a value this side cannot unpickle (a class that rebuilds
+    itself differently, one missing here) fails its call only: the call did run."""
+    try:
+        return returned, pickle.loads(data)
+    except BaseException as exc:  # noqa: BLE001 - whatever unpickling raised
+        what = "result" if returned else "exception"
+        error = f"the call ran, but its {what} cannot be unpickled here: {type(exc).__name__}: {exc}"
+        return False, RuntimeError(error)

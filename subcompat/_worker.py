@@ -33,9 +33,9 @@ def run_chunk(fn: "Callable[..., Any]", chunk: "list[tuple[Any, ...]]") -> "list
 def run_batch(tasks: "list[Task]", pickled: bool) -> "list[Outcome] | bytes":
     """Run every task, each one's exception caught (BaseException: a job's ``sys.exit``
     is its outcome, as in a process pool), so a batch never fails half-way: an error of
-    the batch itself means none of it ran. ``pickled``: the outcomes come back as one
-    pickle made here, with any result or exception that cannot be pickled replaced by the
-    error pickling it, so one bad result cannot lose the other calls' outcomes."""
+    the batch itself means none of it ran. ``pickled``: each outcome's value is pickled
+    on its own, and one that cannot be is replaced by the error pickling it, so one bad
+    result (or one the caller's side cannot unpickle) costs that call only."""
     from time import perf_counter
 
     outcomes: list[Outcome] = []
@@ -50,22 +50,17 @@ def run_batch(tasks: "list[Task]", pickled: bool) -> "list[Outcome] | bytes":
         return outcomes
     import pickle
 
+    return pickle.dumps([_pickled(o, pickle) for o in outcomes], pickle.HIGHEST_PROTOCOL)
+
+
+def _pickled(outcome: "Outcome", pickle: "Any") -> "Outcome":
+    returned, value, text, seconds = outcome
     try:
-        return pickle.dumps(outcomes, pickle.HIGHEST_PROTOCOL)
-    except BaseException:  # noqa: BLE001 - whatever pickling raised, find the item
-        return pickle.dumps([_picklable(o) for o in outcomes], pickle.HIGHEST_PROTOCOL)
-
-
-def _picklable(outcome: "Outcome") -> "Outcome":
-    import pickle
-
-    try:
-        pickle.dumps(outcome[1], pickle.HIGHEST_PROTOCOL)
-        return outcome
-    except BaseException as exc:  # noqa: BLE001
-        what = "result" if outcome[0] else f"exception {type(outcome[1]).__name__}"
+        return (returned, pickle.dumps(value, pickle.HIGHEST_PROTOCOL), text, seconds)
+    except BaseException as exc:  # noqa: BLE001 - whatever pickling raised
+        what = "result" if returned else f"exception {type(value).__name__}"
         error = RuntimeError(f"the call's {what} cannot be sent back: {type(exc).__name__}: {exc}")
-        return (False, error, outcome[2], outcome[3])
+        return (False, pickle.dumps(error, pickle.HIGHEST_PROTOCOL), text, seconds)
 
 
 def _traceback(exc: BaseException) -> str:

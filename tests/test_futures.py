@@ -477,6 +477,17 @@ def spin(n):
         total += i % 3
     return total
 
+class Odd(Exception):
+    def __init__(self, a, b):  # pickles, but cannot be rebuilt from its args
+        super().__init__(a + b)
+
+def odd(x, log):
+    with open(log, "a") as f:
+        f.write(f"{x}\\n")
+    if x == 7:
+        raise Odd("a", "b")
+    return x
+
 def die(kill):
     if kill:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -561,6 +572,27 @@ def test_a_call_that_cannot_be_sent_fails_alone(app, where):
     assert [f.result() for i, f in enumerate(back) if i != 5] == [x for x in range(100) if x != 5]
     route = "subinterpreter" if where == "oc" else "process"
     assert stats[f"batches.{route}"] < 200 and stats.get("reroutes", 0) == 0
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("where", ["oc", "oc_bad"])
+def test_an_outcome_that_cannot_be_unpickled_here_fails_its_call_only_and_nothing_runs_twice(
+    app, tmp_path, where
+):
+    mods = app({"oc": OUTCOMES, "oc_bad": "import sc_single\n" + OUTCOMES})
+    log = tmp_path / "ran.log"
+    pool = executor(app)
+    try:
+        futures = [pool.submit(mods[where].odd, x, str(log)) for x in range(150)]
+        wait(futures, timeout=BOUND)
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert sorted(map(int, log.read_text().split())) == list(range(150))  # each call ran once
+    assert [i for i, f in enumerate(futures) if f.exception(timeout=0) is not None] == [7]
+    assert "cannot be unpickled here" in str(futures[7].exception())
+    assert [f.result() for i, f in enumerate(futures) if i != 7] == [x for x in range(150) if x != 7]
+    assert sum(n for k, n in stats.items() if k.startswith("batches.")) < 150
 
 
 def _chain_text(exc: BaseException) -> str:
