@@ -95,6 +95,14 @@ class Lane:
             self._backlog.append(call)
         self._pump()
 
+    def withdraw(self, which: Callable[[Call], bool]) -> list[Call]:
+        """Take back the waiting calls ``which`` picks (their route changed)."""
+        with self._lock:
+            taken = [call for call in self._backlog if which(call)]
+            if taken:
+                self._backlog = deque(call for call in self._backlog if not which(call))
+        return taken
+
     def close(self, wait: bool) -> None:
         with self._lock:
             self._closed = True

@@ -462,8 +462,20 @@ class AutoPoolExecutor(Executor):
                     self._probe_threads().submit(self._learn, call.module, message)
                 except RuntimeError:  # interpreter exiting: the cache can do without it
                     pass
+                module = call.module
+                self._move_waiting(lambda c: c.module == module, route)
         self._dispatch(call, route)
         return True
+
+    def _move_waiting(self, which: Callable[[Call], bool], route: Route) -> None:
+        """Calls still waiting in the sub-interpreter lane that would fail there as well
+        go straight to the fallback."""
+        moved = self._lane(SUBINTERPRETER).withdraw(which)
+        with self._lock:
+            self._counters["reroutes"] += len(moved)
+        for call in moved:
+            call.rerouted = True
+            self._dispatch(call, route)
 
     def _sub_pool_broken(self, call: Call, exc: BaseException) -> bool:
         """The interpreter pool broke: its worker could not start (the initializer
@@ -479,7 +491,10 @@ class AutoPoolExecutor(Executor):
                 "subcompat: %s; every call now runs on the %s pool", self._sub_down, self.policy.fallback
             )
         call.rerouted, call.alone = True, False
-        self._dispatch(call, Route(FALLBACK, self.policy.fallback, self._sub_down or ""))
+        route = Route(FALLBACK, self.policy.fallback, self._sub_down or "")
+        if first:
+            self._move_waiting(lambda c: True, route)
+        self._dispatch(call, route)
         return True
 
     def _learn(self, module: str, message: str) -> None:

@@ -189,6 +189,31 @@ def test_an_import_the_probe_cannot_see_is_learnt_and_rerun_once(app, tmp_path):
 
 
 @needs_subinterpreters
+def test_once_learnt_the_calls_still_waiting_for_the_subinterpreters_move_too(app, tmp_path):
+    """200 calls of a module the cache says is compatible but no longer is: the first
+    refusal moves the calls still waiting in the lane to the fallback, instead of each
+    being sent to a sub-interpreter to fail there."""
+    flag = tmp_path / "flag"
+    src = f"import os\nif os.path.exists({str(flag)!r}):\n    import sc_single\n" + WHERE
+    mod = app({"hidden2": src})["hidden2"]
+    probed = executor(app)
+    try:
+        assert results([probed.submit(mod.where)]) == [(False, os.getpid())]
+    finally:
+        close(probed)
+    flag.touch()
+    pool = executor(app)
+    try:
+        got = results([pool.submit(mod.where) for _ in range(200)])
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert all(main and pid != os.getpid() for main, pid in got)
+    assert stats["reroutes"] == stats["route.process"] == 200
+    assert stats["batches.subinterpreter"] <= 40, stats  # not one failing task per call
+
+
+@needs_subinterpreters
 def test_interpreter_pool_fails_fast_on_a_module_it_cannot_import(app, tmp_path):
     """The pool AutoPoolExecutor uses raises (3.13's backport, patched, no longer hangs)
     with the sub-interpreter ImportError in the exception chain."""
