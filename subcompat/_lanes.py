@@ -181,7 +181,7 @@ class Lane:
             # The pool completes our future holding its own lock (ProcessPoolExecutor's
             # terminate_broken, ThreadPoolExecutor's _initializer_failed): submitting to
             # it or shutting it down from here would wait on that lock forever.
-            _elsewhere(self._batch_failed, batch, exc, pool)
+            self._broken_elsewhere(batch, exc, pool)
             return
         if exc is not None:
             self._batch_failed(batch, exc, pool)
@@ -226,6 +226,18 @@ class Lane:
             self._estimates.clear()
         self._estimates[key] = seconds if old is None else old + WEIGHT * (seconds - old)
 
+    def _broken_elsewhere(self, batch: list[Call], exc: BaseException, pool: Executor) -> None:
+        """``_batch_failed`` in a thread of its own; if none can start (interpreter
+        exit), the calls get the error here and the pool is left alone."""
+        try:
+            args = (batch, exc, pool)
+            threading.Thread(target=self._batch_failed, args=args, name="subcompat-broken-pool").start()
+        except RuntimeError:
+            with self._lock:
+                self._in_flight -= 1
+            for call in batch:
+                self._deliver(call, exc, None)
+
     def _batch_failed(self, batch: list[Call], exc: BaseException, pool: Executor | None) -> None:
         """None of the batch ran (see run_batch), unless the pool broke: a batch of one
         takes the error; a larger one is sent again one call per batch. A pool that broke
@@ -248,14 +260,6 @@ class Lane:
         for call in batch:
             self._deliver(call, exc, None)
         self._pump()
-
-
-def _elsewhere(fn: Callable[..., None], *args: Any) -> None:
-    """Run ``fn`` in a thread of its own (inline if none can start: interpreter exit)."""
-    try:
-        threading.Thread(target=fn, args=args, name="subcompat-broken-pool").start()
-    except RuntimeError:
-        fn(*args)
 
 
 def mark_running(future: Future[Any]) -> bool:

@@ -156,11 +156,9 @@ def test_lazy_import_in_the_job_body_is_routed_before_it_runs(app):
         close(pool)
 
 
-@needs_subinterpreters
-def test_an_import_the_probe_cannot_see_is_learnt_and_rerun_once(app, tmp_path):
-    """The module imports an incompatible extension only when a flag file exists: the
-    probe (no flag) says compatible; then every call fails in the sub-interpreter at
-    import (3.13: the backport would hang, gh-125864; 3.14+: NotShareableError)."""
+def compatible_until_probed(app, tmp_path):
+    """A module that imports an incompatible extension only once a flag file exists:
+    probed (and cached) compatible without it, then the flag is set."""
     flag = tmp_path / "flag"
     src = f"import os\nif os.path.exists({str(flag)!r}):\n    import sc_single\n" + WHERE
     mod = app({"hidden": src})["hidden"]
@@ -170,6 +168,15 @@ def test_an_import_the_probe_cannot_see_is_learnt_and_rerun_once(app, tmp_path):
     finally:
         close(probed)
     flag.touch()
+    return mod
+
+
+@needs_subinterpreters
+def test_an_import_the_probe_cannot_see_is_learnt_and_rerun_once(app, tmp_path):
+    """The module imports an incompatible extension only when a flag file exists: the
+    probe (no flag) says compatible; then every call fails in the sub-interpreter at
+    import (3.13: the backport would hang, gh-125864; 3.14+: NotShareableError)."""
+    mod = compatible_until_probed(app, tmp_path)
     first = executor(app)  # compatible, from the cache; fresh sub-interpreters now fail
     try:
         got = results([first.submit(mod.where) for _ in range(3)])
@@ -193,15 +200,7 @@ def test_once_learnt_the_calls_still_waiting_for_the_subinterpreters_move_too(ap
     """200 calls of a module the cache says is compatible but no longer is: the first
     refusal moves the calls still waiting in the lane to the fallback, instead of each
     being sent to a sub-interpreter to fail there."""
-    flag = tmp_path / "flag"
-    src = f"import os\nif os.path.exists({str(flag)!r}):\n    import sc_single\n" + WHERE
-    mod = app({"hidden2": src})["hidden2"]
-    probed = executor(app)
-    try:
-        assert results([probed.submit(mod.where)]) == [(False, os.getpid())]
-    finally:
-        close(probed)
-    flag.touch()
+    mod = compatible_until_probed(app, tmp_path)
     pool = executor(app)
     try:
         got = results([pool.submit(mod.where) for _ in range(200)])
@@ -496,6 +495,19 @@ def send_back(x):
 def same(x):
     return x
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no str for you")
+
+def leave(x):
+    if x == 3:
+        raise SystemExit(7)
+    if x == 4:
+        raise KeyboardInterrupt
+    if x == 5:
+        raise Unprintable()
+    return x
+
 def spin(n):
     total = 0
     for i in range(n):
@@ -618,6 +630,28 @@ def test_an_outcome_that_cannot_be_unpickled_here_fails_its_call_only_and_nothin
     assert "cannot be unpickled here" in str(futures[7].exception())
     assert [f.result() for i, f in enumerate(futures) if i != 7] == [x for x in range(150) if x != 7]
     assert sum(n for k, n in stats.items() if k.startswith("batches.")) < 150
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("where", ["oc", "oc_bad"])
+def test_a_call_that_exits_or_is_interrupted_is_its_own_outcome(app, where):
+    """SystemExit, KeyboardInterrupt and an exception whose str() raises, inside batches:
+    each is its call's exception; the worker and the other calls go on."""
+    mods = app({"oc": OUTCOMES, "oc_bad": "import sc_single\n" + OUTCOMES})
+    pool = executor(app)
+    try:
+        futures = [pool.submit(mods[where].leave, x) for x in range(120)]
+        wait(futures, timeout=BOUND)
+        after = results([pool.submit(mods[where].same, 1)])
+    finally:
+        close(pool)
+    errors = {i: f.exception(timeout=0) for i, f in enumerate(futures) if f.exception(timeout=0)}
+    assert sorted(errors) == [3, 4, 5] and after == [1]
+    assert type(errors[3]) is SystemExit and errors[3].code == 7
+    assert type(errors[4]) is KeyboardInterrupt
+    assert type(errors[5]).__name__ == "Unprintable"
+    returned = [f.result() for i, f in enumerate(futures) if i not in errors]
+    assert returned == [x for x in range(120) if x not in (3, 4, 5)]
 
 
 def _chain_text(exc: BaseException) -> str:
