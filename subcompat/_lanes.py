@@ -128,6 +128,7 @@ class Lane:
                     if not batch:
                         continue
                     self._in_flight += 1
+                    self.batches += 1
                 self._send(batch)
         finally:
             self._pumping.active = False
@@ -171,7 +172,6 @@ class Lane:
                 self._pool, self._pool_worked = self._make_pool(), False
                 workers = getattr(self._pool, "_max_workers", None)
                 self._limit = AHEAD * (workers if isinstance(workers, int) and workers > 0 else 1)
-            self.batches += 1
             return self._pool
 
     # -- receiving -----------------------------------------------------------------

@@ -267,9 +267,12 @@ class AutoPoolExecutor(Executor):
                 return self._submit(fn, _worker.run_chunk, (fn, args), {}, key)
             return self._submit(fn, fn, args, {}, key)
 
+        def refill() -> Future[Any] | None:
+            args = next(items, None)
+            return None if args is None else submit(args)
+
         futures = collections.deque(map(submit, itertools.islice(items, buffersize)))
-        refill = None if buffersize is None else (lambda: next(map(submit, itertools.islice(items, 1)), None))
-        return self._results(futures, end, chunksize > 1, refill)
+        return self._results(futures, end, chunksize > 1, None if buffersize is None else refill)
 
     @staticmethod
     def _results(
@@ -315,9 +318,7 @@ class AutoPoolExecutor(Executor):
     def route_of(self, fn: Callable[..., Any]) -> Route | None:
         """The decision for ``fn``'s calls, or None while its module is not probed yet."""
         route = self._known(fn)[1]
-        if route is not None and route.executor == SUBINTERPRETER and self._sub_down:
-            return Route(FALLBACK, self.policy.fallback, self._sub_down)
-        return route
+        return None if route is None else self._usable(route)
 
     def stats(self) -> dict[str, int]:
         """Calls per executor (``route.subinterpreter``, ``route.process``, ``route.thread``),
@@ -418,20 +419,23 @@ class AutoPoolExecutor(Executor):
         """Hand the call to its pool's lane; never raises (a refusal completes the future)."""
         if call.future.done():  # cancelled while its module was probed
             return
-        if route.executor == SUBINTERPRETER and self._sub_down:
-            route = Route(FALLBACK, self.policy.fallback, self._sub_down)
+        route = self._usable(route)
         with self._lock:
             self._counters[f"route.{route.executor}"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("subcompat: %s -> %s: %s", _name(call.fn), route.executor, route.why)
         self._lane(route.executor).put(call)
 
+    def _usable(self, route: Route) -> Route:
+        """``route``, unless it names the interpreter pool and that pool is broken."""
+        if route.executor == SUBINTERPRETER and self._sub_down:
+            return Route(FALLBACK, self.policy.fallback, self._sub_down)
+        return route
+
     def _finish(self, executor: str, call: Call, exc: BaseException | None, result: Any) -> None:
         if exc is not None and executor == SUBINTERPRETER and self._rerouted(call, exc):
             return
-        if not call.started and not mark_running(call.future):
-            return  # cancelled by the caller
-        if exc is not None:
+        if exc is not None:  # the lane marked the future running: no cancel() since
             call.future.set_exception(exc)
         else:
             call.future.set_result(result)
@@ -439,43 +443,33 @@ class AutoPoolExecutor(Executor):
     def _rerouted(self, call: Call, exc: BaseException) -> bool:
         """A sub-interpreter ImportError the probe missed: learn it, run the call again
         on the fallback (once)."""
-        if isinstance(exc, BrokenExecutor) and not call.rerouted:
+        if call.rerouted:
+            return False
+        if isinstance(exc, BrokenExecutor):
             return self._sub_pool_broken(call, exc)
         message = subinterpreter_import_message(exc)
-        if message is None or call.rerouted:
+        if message is None:
             return False
-        call.rerouted, call.alone = True, False
         route = Route(FALLBACK, self.policy.fallback, f"learned at run time: {message}")
+        module = call.module
         with self._lock:
-            self._counters["reroutes"] += 1
-            if call.module is not None:
-                first = self._routes.get(call.module) != route
-                self._routes[call.module] = route
-        if call.module is None or first:
+            first = module is None or self._routes.get(module) != route
+            if module is not None:
+                self._routes[module] = route
+        if first:
             log.warning(
                 "subcompat: %s failed in a sub-interpreter (%s); re-run on the fallback",
                 _name(call.fn),
                 message,
             )
-            if call.module is not None:
-                try:
-                    self._probe_threads().submit(self._learn, call.module, message)
-                except RuntimeError:  # interpreter exiting: the cache can do without it
-                    pass
-                module = call.module
-                self._move_waiting(lambda c: c.module == module, route)
-        self._dispatch(call, route)
+        if first and module is not None:
+            try:
+                self._probe_threads().submit(self._learn, module, message)
+            except RuntimeError:  # interpreter exiting: the cache can do without it
+                pass
+        waiting = (lambda c: c.module == module) if first and module is not None else None
+        self._to_fallback(call, route, waiting)
         return True
-
-    def _move_waiting(self, which: Callable[[Call], bool], route: Route) -> None:
-        """Calls still waiting in the sub-interpreter lane that would fail there as well
-        go straight to the fallback."""
-        moved = self._lane(SUBINTERPRETER).withdraw(which)
-        with self._lock:
-            self._counters["reroutes"] += len(moved)
-        for call in moved:
-            call.rerouted = True
-            self._dispatch(call, route)
 
     def _sub_pool_broken(self, call: Call, exc: BaseException) -> bool:
         """The interpreter pool broke: its worker could not start (the initializer
@@ -485,17 +479,23 @@ class AutoPoolExecutor(Executor):
             first = self._sub_down is None
             if first:
                 self._sub_down = f"the interpreter pool is broken (its initializer failed there?): {exc}"
-            self._counters["reroutes"] += 1
+            why = self._sub_down or ""
         if first:
-            log.warning(
-                "subcompat: %s; every call now runs on the %s pool", self._sub_down, self.policy.fallback
-            )
-        call.rerouted, call.alone = True, False
-        route = Route(FALLBACK, self.policy.fallback, self._sub_down or "")
-        if first:
-            self._move_waiting(lambda c: True, route)
-        self._dispatch(call, route)
+            log.warning("subcompat: %s; every call now runs on the %s pool", why, self.policy.fallback)
+        self._to_fallback(
+            call, Route(FALLBACK, self.policy.fallback, why), (lambda c: True) if first else None
+        )
         return True
+
+    def _to_fallback(self, call: Call, route: Route, waiting: Callable[[Call], bool] | None) -> None:
+        """Send ``call`` again, on ``route``; with it, the calls still waiting in the
+        sub-interpreter lane that ``waiting`` picks (they would fail there as well)."""
+        moved = self._lane(SUBINTERPRETER).withdraw(waiting) if waiting is not None else []
+        with self._lock:
+            self._counters["reroutes"] += 1 + len(moved)
+        for each in [call, *moved]:
+            each.rerouted, each.alone = True, False
+            self._dispatch(each, route)
 
     def _learn(self, module: str, message: str) -> None:
         from subcompat.cache import Cache
