@@ -103,27 +103,39 @@ def one_round(python: str, app: Path, modules: list[str], n: int, url: str | Non
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-    probes = _store_probes(url) if url else sum(r["probed"] for r in results)
+    probes = _store_probes(python, url) if url else sum(r["probed"] for r in results)
     return {"first": [r["first"] for r in results], "all": [r["all"] for r in results], "probes": probes}
 
 
-def _store_probes(url: str) -> int:
-    import psycopg
+def _sql(python: str, dsn: str, statement: str) -> str:
+    """Run one statement with the *target* interpreter's psycopg (the benchmark venv has it;
+    the runner, e.g. `make bench`'s demo venv, need not): the first column of the first row."""
+    code = (
+        "import sys, psycopg\n"
+        "with psycopg.connect(sys.argv[1], autocommit=True) as conn:\n"
+        "    cur = conn.execute(sys.argv[2])\n"
+        "    row = cur.fetchone() if cur.description else None\n"
+        "print('' if row is None else row[0])\n"
+    )
+    proc = subprocess.run(
+        ["timeout", "120", python, "-c", code, dsn, statement], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{statement!r} failed: {proc.stderr.strip()[-500:]}")
+    return proc.stdout.strip()
 
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT coalesce(sum(probes), 0) FROM subcompat_verdicts_v1").fetchone()[0]
+
+def _store_probes(python: str, url: str) -> int:
+    return int(_sql(python, url, "SELECT coalesce(sum(probes), 0) FROM subcompat_verdicts_v1") or 0)
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def fresh_database(dsn: str) -> str:
-    import psycopg
-
+def fresh_database(python: str, dsn: str) -> str:
     name = f"fleetbench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+    _sql(python, dsn, f"CREATE DATABASE {name}")
     return dsn.rsplit("/", 1)[0] + "/" + name
 
 
@@ -141,7 +153,7 @@ def item_7(python: str, work: Path, dsn: str, repeats: int, quick: bool, out: di
         for r in range(rounds):
             order = ("shared", "local") if r % 2 == 0 else ("local", "shared")  # alternate who goes first
             for side in order:
-                url = fresh_database(dsn) if side == "shared" else None
+                url = fresh_database(python, dsn) if side == "shared" else None
                 res = one_round(python, work / "fleetapp", modules, n, url)
                 sides[side]["first"].append(statistics.median(res["first"]))
                 sides[side]["probes"].append(res["probes"])
@@ -173,7 +185,7 @@ def item_7(python: str, work: Path, dsn: str, repeats: int, quick: bool, out: di
                 "–",
             ]
         )
-    out["item6"] = data
+    out["item7"] = data
     return rows
 
 

@@ -238,6 +238,7 @@ def parse_breadcrumb(raw: object) -> Breadcrumb | None:
 
 
 PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not finish
+TRIAL_CAP = "trial cap"  # opens the message of a trial not run because the target's cap was reached
 
 
 @dataclass(frozen=True)
@@ -290,8 +291,9 @@ class ProbeResult:
         """Why this result says more about this run than about the module (a limit was
         hit, someone killed the probe, the probe broke), or None: not a fact to cache."""
         for t in self.trials:
-            if t.status == "timeout":
-                return "a time limit"
+            if t.status == "timeout":  # a limit names itself: the clock, or the trial cap
+                cap = t.lost_to_budget and t.error is not None and t.error.msg.startswith(TRIAL_CAP)
+                return "the trial cap" if cap else "a time limit"
             error = t.error
             if error is None:
                 continue

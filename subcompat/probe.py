@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from subcompat._interpreter import RULES, Interpreter
 from subcompat._records import (
     PROBE_FAILURE,
+    TRIAL_CAP,
     ExtensionFailure,
     ProbeResult,
     Trial,
@@ -81,7 +82,8 @@ __all__ = [
 
 SUBINTERP_MESSAGE = "does not support loading in subinterpreters"
 DEFAULT_MEMORY_MB = 4096  # address space of one worker (RLIMIT_AS)
-MAX_TRIALS = 64  # per target: every trial is a fresh interpreter
+MAX_TRIALS = 64  # per target, of its own trials (job, deferred imports): each a fresh interpreter
+FACT_KINDS = ("extension", "classify")  # trials of a file, facts for the whole run: not capped per target
 SUB_SHARE = 2 / 3  # of the budget, for sub-interpreter trials; the rest checks main
 MAX_TIMEOUT_S = 86400.0
 MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
@@ -151,11 +153,11 @@ class _Target:
 
     def trial(self, kind: TrialKind, candidate: str, **req: Any) -> _Run:
         """One fresh sub-interpreter in this target's worker (a new worker after a loss)."""
-        if self.count >= MAX_TRIALS:
-            return self._spent(kind, candidate, f"trial budget used up ({MAX_TRIALS} interpreters)")
+        if self.count >= MAX_TRIALS and kind not in FACT_KINDS:
+            return self._spent(kind, candidate, f"{TRIAL_CAP} reached ({MAX_TRIALS} fresh interpreters)")
         if self.sub_deadline <= time.monotonic():
             return self._spent(kind, candidate, f"timeout: probe budget of {self.budget:g}s used up")
-        self.count += 1
+        self.count += kind not in FACT_KINDS
         STATS["trials"] += 1
         started = time.perf_counter()
         try:

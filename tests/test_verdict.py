@@ -274,3 +274,13 @@ def test_an_accelerator_only_a_main_interpreter_loaded_is_degraded():
     (d,) = v.degraded
     assert d.module == "lib._core" and "never tried in the sub-interpreter" in d.reason
     assert (d.import_file, d.import_line) == ("/a/app/job.py", 3)
+
+
+def test_a_verdict_decided_by_the_trial_cap_names_the_cap_not_a_time_limit():
+    from subcompat.probe import MAX_TRIALS, TRIAL_CAP
+
+    capped = Trial(
+        "lazy", "app.more", "timeout", {"type": "budget", "msg": f"{TRIAL_CAP} reached ({MAX_TRIALS})"}
+    )
+    r = result([Trial("job", "app.job", "ok"), capped], [JOB])
+    assert r.transient == "the trial cap"
