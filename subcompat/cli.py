@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="wall-clock budget of one target's whole probe, in seconds (default 30, or the config's); "
-        "an import still running after two thirds of it counts as a hang",
+        "sub-interpreter trials get half of it, a main-interpreter check of a hang the other half",
     )
     check.add_argument(
         "--memory",

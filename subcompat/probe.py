@@ -14,8 +14,10 @@ over what was tried); and only when something failed or a name was missing, a fr
 *process* imports the job (and what failed or hung) in its main interpreter: is it
 broken everywhere? which extensions did the sub-interpreter never reach? are the
 missing names there? Each such extension is then loaded on its own, so every culprit
-is named. Sub-interpreter trials get two thirds of the budget; the last third is kept
-for that main check.
+is named. Sub-interpreter trials get half the budget; the other half is kept for that
+main check, so it always has at least the time a hung sub-interpreter trial had: a
+main check cut shorter than that proves nothing (a slow import on a busy machine), and
+the verdict is then a transient ``timeout`` that gives both figures.
 
 Two standing workers serve the whole probe, one request at a time: a *pair* worker
 whose two live isolated interpreters load every extension new to this run that a
@@ -84,7 +86,7 @@ SUBINTERP_MESSAGE = "does not support loading in subinterpreters"
 DEFAULT_MEMORY_MB = 4096  # address space of one worker (RLIMIT_AS)
 MAX_TRIALS = 64  # per target, of its own trials (job, deferred imports): each a fresh interpreter
 FACT_KINDS = ("extension", "classify")  # trials of a file, facts for the whole run: not capped per target
-SUB_SHARE = 2 / 3  # of the budget, for sub-interpreter trials; the rest checks main
+SUB_SHARE = 1 / 2  # of the budget, for sub-interpreter trials; the rest checks main (as long)
 MAX_TIMEOUT_S = 86400.0
 MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no hang
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
@@ -131,6 +133,7 @@ class _Target:
         self.worker: Worker | None = None
         self.workers: list[Worker] = []
         self.count = 0
+        self.hung_s = 0.0  # the longest sub-interpreter trial that timed out
 
     def _fork(self) -> Worker:
         worker = self.zygote.fork(self.prober.memory_bytes)
@@ -183,6 +186,7 @@ class _Target:
         detail = gone.detail
         if gone.status == "timeout":
             detail = f"timeout: still running after {elapsed:.1f}s of the {self.budget:g}s budget"
+            self.hung_s = max(self.hung_s, elapsed)
         err = self._lost_error(worker, gone.status, detail, _external(gone))
         return Trial(
             kind, candidate, gone.status, err, culprit=culprit, signal=gone.signal, elapsed_s=elapsed
@@ -222,13 +226,16 @@ class _Target:
                 raise ChildGone(
                     "timeout", None, f"timeout: probe budget of {self.budget:g}s used up", ours=True
                 )
+            # at least as long as the longest hung sub-interpreter trial (a few ms of fork
+            # and start-up past the budget at most: the halves are equal)
+            deadline = max(self.deadline, time.monotonic() + self.hung_s + 0.1)
             worker = self.prober._zygote(lean=True).fork(self.prober.memory_bytes)
             self.workers.append(worker)
             stem = worker.stem + ".main"
             self._request(
                 worker,
                 "main",
-                self.deadline,
+                deadline,
                 lazy=False,
                 mode="job",
                 names=names,
@@ -242,8 +249,13 @@ class _Target:
             if status == "timeout":
                 spent = time.perf_counter() - started
                 detail = f"timeout: no answer within {spent:.1f}s in a main interpreter"
-                if spent < MIN_MAIN_S:  # too little budget was left to call it a hang
-                    kind, detail = "budget", f"timeout: probe budget of {self.budget:g}s used up"
+                if spent < max(MIN_MAIN_S, self.hung_s):  # less than the sub-interpreter had: no proof
+                    kind = "budget"
+                    detail = (
+                        f"timeout: the main-interpreter check had {spent:.1f}s of the {self.budget:g}s "
+                        f"budget, less than the {self.hung_s:.1f}s the sub-interpreter trial ran: "
+                        "not evidence of a hang"
+                    )
         finally:
             if worker is not None:
                 worker.close()  # with anything the job forked

@@ -495,6 +495,8 @@ def _conclude(result: ProbeResult, found: _Findings) -> tuple[str, str]:
         return ERROR, "; ".join(dict.fromkeys(found.errors))
     if found.unfinished and worst in (COMPATIBLE, DEGRADED):
         return TIMEOUT, found.unfinished[0]
+    if found.unfinished and worst == TIMEOUT:  # both figures: what hung, and what could not tell
+        reason = f"{reason}; {found.unfinished[0]}"
     if worst == COMPATIBLE:
         reason = "imports in a fresh isolated sub-interpreter"
         if any(t.kind == "lazy" and t.status == "ok" for t in result.trials):
