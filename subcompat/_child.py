@@ -20,12 +20,15 @@ parent reads the breadcrumb file to name the extension.
 Stdlib only: the target may be a venv where subcompat is not installed.
 """
 
-import importlib.util
-import json
-import os
-import signal
-import socket
 import sys
+
+_STARTUP = frozenset(sys.modules)  # what the interpreter itself loaded: before any of ours
+
+import importlib.util  # noqa: E402 - after the snapshot
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
 
 PROTOCOL = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +43,30 @@ def _load_sibling(name):
 
 
 _support = _load_sibling("_support")  # once, at import: Backend() is built from many threads
+_bounded = _load_sibling("_bounded")  # reads files job code could have swapped (FIFO, /dev/zero)
+_PyCF_ONLY_AST = 0x400
+
+
+def _literal_eval(text, name):
+    """``ast.literal_eval`` for what ``_trial._literal`` writes (None, bools, str, int, and
+    lists, tuples and dicts of them), on the tree ``compile`` builds: no module imported."""
+    return _literal_node(compile(text, name, "eval", _PyCF_ONLY_AST).body)
+
+
+def _literal_node(node):
+    kind = type(node).__name__
+    if kind == "Constant":
+        return node.value
+    if kind in ("List", "Tuple", "Set"):
+        items = [_literal_node(e) for e in node.elts]
+        return tuple(items) if kind == "Tuple" else items
+    if kind == "Dict":
+        return {_literal_node(k): _literal_node(v) for k, v in zip(node.keys, node.values, strict=True)}
+    if kind == "UnaryOp" and type(node.op).__name__ == "USub":
+        value = _literal_node(node.operand)
+        if type(value) in (int, float):
+            return -value
+    raise ValueError("not a literal: %s" % kind)
 _UNSUPPORTED_3_12 = (
     "Python 3.12 has isolated sub-interpreters with their own GIL in its C API (PEP 684) but no "
     "supported Python API for them (only the private test module _xxsubinterpreters; _interpreters, "
@@ -141,15 +168,28 @@ class _HighSession:
 
 
 class _MainSession:
-    """This process's main interpreter (is the module broken everywhere?)."""
+    """This process's main interpreter (is the module broken everywhere?). The job's
+    ``sys.path`` holds only while a step runs: between steps, what this process imports
+    for itself comes from its own clean path, never from the project's files."""
 
     def __init__(self):
         self._namespace = {"__name__": "__subcompat_trial__"}
+        self._job_path = None
 
     def exec(self, code, source=None):
         if isinstance(code, str):
             code = compile(code, "<subcompat-trial>", "exec")
-        exec(code, self._namespace)
+        own = list(sys.path)
+        if self._job_path is not None:
+            sys.path[:] = self._job_path
+        try:
+            exec(code, self._namespace)
+        finally:
+            try:
+                self._job_path = list(sys.path)
+                sys.path[:] = own
+            except BaseException:  # sys.path replaced by job code: put a list back
+                sys.path = own
         return None
 
     def bind(self, name, value):
@@ -186,7 +226,7 @@ class Child:
         self._dists = None
         self._dist_memo = {}
         self._scan_memo = {}
-        self.sys_path = [os.getcwd() if p == "" else p for p in sys.path]
+        self.sys_path = _job_sys_path()
         self.counter = 0
         self._discover = self._locator = self._trial_source = None
         self._pair = None  # the two interpreters of a pair worker
@@ -236,6 +276,7 @@ class Child:
         on a later name keeps the earlier runs. The runs come back raw: another worker
         describes them (``op_describe``), outside whatever the job did to this one."""
         stem = req["stem"]
+        _forget_own_imports()
         for i, raw in enumerate(self._main_imports(req)):
             _dump_file(stem + "-%d.json" % i, raw)
         return {}
@@ -430,14 +471,13 @@ class Child:
 
     @staticmethod
     def _read(path):
-        import ast
-
+        """A step's result: a Python literal, read bounded and parsed without importing
+        ``ast`` (after job code ran here, that name may be the project's own module)."""
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
+            raw, _ = _bounded.read_regular(path, MAX_LINE)
             os.unlink(path)
-            return ast.literal_eval(text)
-        except (OSError, ValueError, SyntaxError, MemoryError, RecursionError):
+            return _literal_eval(raw.decode("utf-8", "replace"), path)
+        except (OSError, _bounded.Refused, ValueError, SyntaxError, MemoryError, RecursionError):
             return None
 
     # -- helpers -----------------------------------------------------------
@@ -480,6 +520,16 @@ class Child:
                         break
             return dist.metadata["Name"] or dist_name, dist.version, stamp
         return None, None, None
+
+
+def _forget_own_imports():
+    """Before a main-interpreter import of the job: drop from ``sys.modules`` what this
+    process imported for itself (json, socket, ...), so the job imports them as a fresh
+    process would, from its own path (a project's ``json.py`` shadows the stdlib here as
+    it does in production). Our own code keeps the objects it holds."""
+    for name in list(sys.modules):
+        if name not in _STARTUP and not name.startswith("_subcompat_"):
+            del sys.modules[name]
 
 
 def _threads(sessions, code):
@@ -839,7 +889,42 @@ def _children():
     return pids
 
 
+_JOB_ENV = "SUBCOMPAT_JOB_ENV"  # the variables the parent held back from our start-up
+_HELD = {}
+
+
+def _restore_environment():
+    """This process started isolated from the project: no ``PYTHONPATH`` and a safe path
+    (``PYTHONSAFEPATH``), so nothing of the project's (a root ``types.py``, ``signal.py``,
+    ``json.py``) was imported in place of the stdlib. Put back the environment the job
+    would have had, for the workers and what they start."""
+    raw = os.environ.pop(_JOB_ENV, None)
+    if raw is None:
+        return
+    held = json.loads(raw)
+    _HELD.update(held)
+    for key, value in held.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _job_sys_path():
+    """The ``sys.path`` the job has in production: what ``python -c`` started from the
+    same directory with the same environment would have (the directory first, unless a
+    safe path was asked for; then ``PYTHONPATH``, made absolute; then ours)."""
+    path = [p for p in sys.path if p]
+    if not _HELD:  # started without isolation (by hand)
+        return [os.getcwd() if p == "" else p for p in sys.path]
+    front = [] if _HELD.get("PYTHONSAFEPATH") else [os.getcwd()]
+    for entry in (_HELD.get("PYTHONPATH") or "").split(os.pathsep) if _HELD.get("PYTHONPATH") else ():
+        front.append(os.path.abspath(entry))
+    return front + path
+
+
 def main(fd):
+    _restore_environment()
     Zygote(socket.socket(fileno=fd)).run()
 
 

@@ -39,6 +39,19 @@ _BOOT = (
 STATS = {"children_started": 0, "workers_forked": 0, "trials": 0, "pairs": 0}
 
 
+def isolated_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The zygote's start-up environment: no ``PYTHONPATH`` and a safe path, so the
+    project's files (a root ``types.py`` or ``signal.py``) cannot stand in for the
+    stdlib the probe's own code imports. The held-back values travel in
+    ``SUBCOMPAT_JOB_ENV``; the zygote puts them back and gives the job the ``sys.path``
+    it would have had (``_child._job_sys_path``)."""
+    out = dict(os.environ if env is None else env)
+    held = {key: out.pop(key, None) for key in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    out["SUBCOMPAT_JOB_ENV"] = json.dumps(held)
+    out["PYTHONSAFEPATH"] = "1"
+    return out
+
+
 class ProbeError(Exception):
     """The probe itself could not run (bad interpreter path, protocol mismatch)."""
 
@@ -106,7 +119,7 @@ class Zygote:
                     stdout=err,
                     stderr=err,
                     cwd=self.cwd,
-                    env=self.env,
+                    env=isolated_env(self.env),
                     pass_fds=(theirs.fileno(),),
                     start_new_session=True,
                 )

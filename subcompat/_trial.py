@@ -81,10 +81,11 @@ def _begin(P):
     import os
 
     P["os"] = os  # the module object, held before job code can swap sys.modules entries
-    sys.path[:] = P["sys_path"]
     import importlib
     import importlib.machinery as machinery
     import importlib.util
+
+    sys.path[:] = P["sys_path"]  # after the probe's own imports: a root types.py is not ours
 
     crumb_path = P["breadcrumb"]
 
