@@ -502,14 +502,10 @@ class Child:
 
         if self._dists is None:
             try:
-                self._dists = md.packages_distributions()
+                self._dists = _packages_distributions(md, self.sys_path)
             except Exception:
                 self._dists = {}
-        for dist_name in self._dists.get(top, []):
-            try:
-                dist = md.distribution(dist_name)
-            except Exception:
-                continue
+        for dist in self._dists.get(top, []):
             path = getattr(dist, "_path", None)
             stamp = None
             if path is not None:
@@ -518,8 +514,39 @@ class Child:
                     if os.path.exists(p):
                         stamp = p
                         break
-            return dist.metadata["Name"] or dist_name, dist.version, stamp
+            try:
+                return dist.metadata["Name"], dist.version, stamp
+            except Exception:
+                continue
         return None, None, None
+
+
+def _packages_distributions(md, path):
+    """Top-level import name -> the distributions that provide it, found on the job's
+    ``path`` (not on this process's own, which holds none of the project's entries)."""
+    found = {}
+    seen = set()
+    for dist in md.distributions(path=path):
+        try:
+            name = dist.metadata["Name"]
+            if not name or name.lower() in seen:  # the first on the path wins, as in an import
+                continue
+            seen.add(name.lower())
+            tops = (dist.read_text("top_level.txt") or "").split()
+            if not tops:
+                for file in dist.files or ():
+                    parts = file.parts
+                    if len(parts) > 1 and not parts[0].endswith((".dist-info", ".egg-info")):
+                        tops.append(parts[0])
+                    elif len(parts) == 1 and file.suffix == ".py":
+                        tops.append(file.stem)
+                    elif len(parts) == 1 and "." in parts[0] and not parts[0].endswith(".pth"):
+                        tops.append(parts[0].split(".")[0])
+        except Exception:
+            continue
+        for top in dict.fromkeys(tops):
+            found.setdefault(top, []).append(dist)
+    return found
 
 
 def _forget_own_imports():
