@@ -26,12 +26,19 @@ _STARTUP = frozenset(sys.modules)  # what the interpreter itself loaded: before 
 
 import importlib.util  # noqa: E402 - after the snapshot
 import json  # noqa: E402
+import marshal  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 
 PROTOCOL = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: What a fresh ``python -c`` gives its code: the job sees this, not the worker's own
+#: ``['-c', '.../_child.py', FD]`` (numpy.f2py.__main__ would parse this file as Fortran).
+JOB_ARGV = ("-c",)
+#: The only source a step sends into a trial's interpreter: the step's argument goes as
+#: data (marshal bytes, bound in ``__main__``), so a step is never too big to send.
+_STEPS = {name: "%s(_sc_arg)\n" % name for name in ("_begin", "_lazy_step", "_check_refs", "_finish")}
 
 
 def _load_sibling(name):
@@ -354,13 +361,13 @@ class Child:
             for k, v in req.items()
             if k not in ("v", "id", "nonce", "op", "workdir", "names", "stem", "refs")
         }
-        params.update(sys_path=req.get("sys_path") or self.sys_path, result=result_path)
+        params.update(sys_path=req.get("sys_path") or self.sys_path, result=result_path, argv=list(JOB_ARGV))
         if where == "main":
             session = _MainSession()
         else:
             session = self.backend.open(shared_gil=bool(req.get("shared_gil")))
         try:
-            uncaught = session.exec(*self.trial_source) or session.exec("_begin(%r)\n" % (params,))
+            uncaught = session.exec(*self.trial_source) or _step(session, "_begin", params)
             step = self._read(result_path)
             leftover = []
             scan = _Scan()
@@ -369,7 +376,7 @@ class Child:
             if step is not None:
                 asked = scan.asked() if where == "sub" else [tuple(r) for r in req.get("refs") or ()]
                 self._check_refs(session, asked, load=where == "main")
-                uncaught = session.exec("_finish(%r)\n" % (leftover,))
+                uncaught = _step(session, "_finish", leftover)
             result = self._read(result_path)
         finally:
             session.close()
@@ -385,12 +392,10 @@ class Child:
 
     @staticmethod
     def _check_refs(session, asked, load):
-        """Ask the interpreter which of the (module, name) pairs ``asked`` it lacks; the
-        pairs travel as one shared string, not as source."""
+        """Ask the interpreter which of the (module, name) pairs ``asked`` it lacks."""
         if not asked:
             return None
-        session.bind("_sc_refs", "\0".join(part for pair in asked for part in pair))
-        return session.exec("_check_refs(_sc_refs, True)\n" if load else "_check_refs(_sc_refs, False)\n")
+        return _step(session, "_check_refs", [[list(pair) for pair in asked], bool(load)])
 
     def _post(self, result):
         result["modules"] = [self._describe(name, file, ext) for name, file, ext in result["modules"]]
@@ -410,7 +415,7 @@ class Child:
         queue += self._scan(params.get("sources") or (), scan)
         queue += self._scan(step["new"], scan)
         while queue:
-            session.exec("_lazy_step(%r)\n" % (queue,))
+            _step(session, "_lazy_step", queue)
             step = self._read(result_path)
             if step is None:
                 return []
@@ -557,6 +562,13 @@ def _forget_own_imports():
     for name in list(sys.modules):
         if name not in _STARTUP and not name.startswith("_subcompat_"):
             del sys.modules[name]
+
+
+def _step(session, name, arg):
+    """Run the trial step ``name(arg)`` in ``session``; ``arg`` (lists, dicts, strings,
+    numbers) is bound as marshal bytes, shareable on every backend, and decoded inside."""
+    session.bind("_sc_arg", marshal.dumps(arg))
+    return session.exec(_STEPS[name])
 
 
 def _threads(sessions, code):
@@ -952,6 +964,7 @@ def _job_sys_path():
 
 def main(fd):
     _restore_environment()
+    sys.argv[:] = JOB_ARGV  # every worker forks with it; _begin sets it in each sub-interpreter
     Zygote(socket.socket(fileno=fd)).run()
 
 

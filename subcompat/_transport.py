@@ -60,13 +60,20 @@ class ChildGone(Exception):
     """A worker (or zygote) stopped answering: ``status`` is ``crash`` or ``timeout``."""
 
     def __init__(
-        self, status: Literal["crash", "timeout"], signal_no: int | None, detail: str, *, ours: bool = False
+        self,
+        status: Literal["crash", "timeout"],
+        signal_no: int | None,
+        detail: str,
+        *,
+        ours: bool = False,
+        probe_failure: bool = False,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.signal = signal_no
         self.detail = detail
         self.ours = ours  # we killed it (timeout, violation), not the job or the OS
+        self.probe_failure = probe_failure  # it answered that its own code failed: no finding
 
 
 def describe_exit(sig: int | None, code: int | None) -> str:
@@ -297,7 +304,13 @@ class Worker:
             self._violation("a line that is not the worker's reply")
         if not reply.get("ok"):
             self.close()
-            raise ChildGone("crash", None, f"the probe could not finish: {reply.get('error')}", ours=True)
+            raise ChildGone(
+                "crash",
+                None,
+                f"the probe could not finish: {reply.get('error')}",
+                ours=True,
+                probe_failure=True,
+            )
         return reply
 
     def _violation(self, what: str) -> NoReturn:

@@ -1,11 +1,13 @@
 """Runs inside one fresh sub-interpreter: import one candidate and report what happened.
 
 The probe child executes this file's source in a new interpreter, then drives it in
-steps: ``_begin(PARAMS)`` imports the candidate, ``_lazy_step(batch)`` imports deferred
+steps: ``_begin(params)`` imports the candidate, ``_lazy_step(batch)`` imports deferred
 targets that the child found by scanning first-party source in *its* main interpreter
 (the parser and its memo live there, not in every sub-interpreter), ``_finish(leftover)``
-writes the report. Each step writes a Python literal to ``PARAMS["result"]`` (no json:
-it would import ``re`` into an interpreter that must stay as fresh as the job finds it).
+writes the report. Each step's argument arrives as data, marshal bytes bound in
+``__main__`` (never as source: no list is too long to send). Each step writes a Python
+literal to ``params["result"]`` (no json: it would import ``re`` into an interpreter
+that must stay as fresh as the job finds it).
 Stdlib only, and nothing imported before the candidate that the candidate might need.
 
 Two hooks make the report exact:
@@ -17,12 +19,15 @@ Two hooks make the report exact:
 """
 
 import builtins as _builtins
+import marshal as _marshal  # loaded by every interpreter's import system: nothing new here
 import sys
 
 # A private copy of the builtins: job code that replaces ``builtins.open`` or
 # ``__import__`` changes the interpreter's, not the ones this file's functions use.
 __builtins__ = dict(_builtins.__dict__)  # type: ignore[assignment]
 del _builtins
+_unpack = _marshal.loads  # held before job code runs: it may replace module attributes
+del _marshal
 
 
 def _text(obj):
@@ -77,7 +82,9 @@ def _note(os, path, text):
         os.close(fd)
 
 
-def _begin(P):
+def _begin(arg):
+    P = _unpack(arg)
+    sys.argv = list(P["argv"])  # a fresh `python -c`'s, not the probe worker's
     import os
 
     P["os"] = os  # the module object, held before job code can swap sys.modules entries
@@ -289,17 +296,16 @@ def _missing_name(exc):
     return None
 
 
-def _check_refs(refs, load):
+def _check_refs(arg):
     """Which names first-party code takes from other modules are missing here.
 
-    ``refs`` is module, name, module, name... joined by NULs. In a sub-interpreter (``load`` false)
+    ``arg`` is [[module, name], ...] and ``load``. In a sub-interpreter (``load`` false)
     only modules the job loaded are asked, and only the missing names are reported; in a
     main interpreter each module is imported first, and every name gets a state."""
     S = _S  # noqa: F821 - set by _begin in this interpreter
-    fields = refs.split("\0") if refs else []
+    pairs, load = _unpack(arg)
     out = []
-    for i in range(0, len(fields) - 1, 2):
-        mod_name, name = fields[i], fields[i + 1]
+    for mod_name, name in pairs:
         module = _loaded(S, mod_name, load)
         if module is None:
             if load:
@@ -351,8 +357,9 @@ def _attr(obj, name):
         return None
 
 
-def _lazy_step(batch):
+def _lazy_step(arg):
     """Import deferred targets in order; stop at the first real failure (never retry here)."""
+    batch = _unpack(arg)
     S = _S  # noqa: F821 - set by _begin in this interpreter
     P = S["P"]
     failures = S["failures"]
@@ -389,7 +396,8 @@ def _lazy_step(batch):
     _write(P, {"new": _new_sources(S), "failed": failed, "leftover": leftover})
 
 
-def _finish(leftover):
+def _finish(arg):
+    leftover = _unpack(arg)
     S = _S  # noqa: F821 - set by _begin in this interpreter
     Tracer, loader_cls, orig_create, orig_exec = S["undo"]
     try:

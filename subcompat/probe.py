@@ -187,7 +187,7 @@ class _Target:
         if gone.status == "timeout":
             detail = f"timeout: still running after {elapsed:.1f}s of the {self.budget:g}s budget"
             self.hung_s = max(self.hung_s, elapsed)
-        err = self._lost_error(worker, gone.status, detail, _external(gone))
+        err = self._lost_error(worker, _lost_kind(gone), detail, _external(gone))
         return Trial(
             kind, candidate, gone.status, err, culprit=culprit, signal=gone.signal, elapsed_s=elapsed
         )
@@ -246,6 +246,8 @@ class _Target:
         except ChildGone as gone:
             status, sig, detail = gone.status, gone.signal, gone.detail
             external = _external(gone)
+            if gone.probe_failure:
+                kind = PROBE_FAILURE
             if status == "timeout":
                 spent = time.perf_counter() - started
                 detail = f"timeout: no answer within {spent:.1f}s in a main interpreter"
@@ -304,7 +306,7 @@ class _Target:
         except ChildGone as gone:
             crumb = parse_breadcrumb(worker.breadcrumb())
             blamed = crumb.name if crumb is not None and crumb.name in names else names[0]
-            err = self._lost_error(worker, gone.status, gone.detail, _external(gone))
+            err = self._lost_error(worker, _lost_kind(gone), gone.detail, _external(gone))
             elapsed = time.perf_counter() - started
             return {}, Trial("pair", blamed, gone.status, err, signal=gone.signal, elapsed_s=elapsed)
 
@@ -313,6 +315,12 @@ class _Target:
             worker.discard()
         self.workers.clear()
         self.worker = None
+
+
+def _lost_kind(gone: ChildGone) -> str:
+    """The error type of a lost trial: a worker that answered that the probe's own code
+    failed found nothing about the module (``PROBE_FAILURE``: an error, never cached)."""
+    return PROBE_FAILURE if gone.probe_failure else gone.status
 
 
 def _external(gone: ChildGone) -> bool:
@@ -893,7 +901,7 @@ class Prober:
         else:
             err = dataclasses.replace(err, msg=f"{what} when {PAIR_MARK} used it at once ({err.msg})")
         trial = dataclasses.replace(lost, error=err, file=info.file)
-        if lost.status == "crash" and not err.external:
+        if lost.status == "crash" and not err.external and err.type != PROBE_FAILURE:
             with self._lock:
                 self._pair_memo[info.file or lost.candidate] = trial
         return trial
