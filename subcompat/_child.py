@@ -238,6 +238,8 @@ class Child:
         self._discover = self._locator = self._trial_source = None
         self._pair = None  # the two interpreters of a pair worker
         self._loads = {}  # package -> the extensions importing it loaded (a sampler worker)
+        self._under = None  # the package a main_under worker imported (and whether it did)
+        self._under_ok = False
 
     def warm(self):
         """Load in the zygote what every worker needs, so each fork starts with it."""
@@ -287,6 +289,31 @@ class Child:
         for i, raw in enumerate(self._main_imports(req)):
             _dump_file(stem + "-%d.json" % i, raw)
         return {}
+
+    def op_main_under(self, req):
+        """``op_main`` for a module of the package ``under``, which this worker imported in
+        its main interpreter once, at its first request: each request forks and the fork
+        imports ``names`` on top of it. Every module still gets a main interpreter of its
+        own, in the state its own import reaches first anyway (its package imported), for
+        the cost of a fork instead of a process importing the package again."""
+        under = req["under"]
+        if self._under is None:
+            self._under = under
+            raw = self._run(dict(req, name=under, function=None, refs=None), "main")
+            self._under_ok = raw.get("error") is None
+        if self._under != under or not self._under_ok:
+            return {"state": "unusable"}
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                self.op_main(req)
+            except BaseException:
+                code = 70
+            finally:
+                _exit(code)
+        _, status = os.waitpid(pid, 0)
+        return {"state": "done", "status": status}
 
     def op_pair(self, req):
         """Import ``names`` (extensions one fresh interpreter loaded) in two live isolated

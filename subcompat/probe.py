@@ -17,7 +17,10 @@ missing names there? Each such extension is then loaded on its own, so every cul
 is named. Sub-interpreter trials get half the budget; the other half is kept for that
 main check, so it always has at least the time a hung sub-interpreter trial had: a
 main check cut shorter than that proves nothing (a slow import on a busy machine), and
-the verdict is then a transient ``timeout`` that gives both figures.
+the verdict is then a transient ``timeout`` that gives both figures. An extension
+file's trials are facts for the whole run (one thread trials a file, the rest wait for
+it), outside a target's budget and trial cap; a module whose package (a target of this
+run) failed the same way builds on the package's diagnosis (``Prober._inherit``).
 
 Two standing workers serve the whole probe, one request at a time: a *pair* worker
 whose two live isolated interpreters load every extension new to this run that a
@@ -156,17 +159,21 @@ class _Target:
 
     def trial(self, kind: TrialKind, candidate: str, **req: Any) -> _Run:
         """One fresh sub-interpreter in this target's worker (a new worker after a loss)."""
-        if self.count >= MAX_TRIALS and kind not in FACT_KINDS:
+        fact = kind in FACT_KINDS
+        if self.count >= MAX_TRIALS and not fact:
             return self._spent(kind, candidate, f"{TRIAL_CAP} reached ({MAX_TRIALS} fresh interpreters)")
-        if self.sub_deadline <= time.monotonic():
+        deadline = self.sub_deadline
+        if fact:  # a file's trial is the run's, not this target's: a budget of its own
+            deadline = max(deadline, time.monotonic() + self.budget * SUB_SHARE)
+        elif deadline <= time.monotonic():
             return self._spent(kind, candidate, f"timeout: probe budget of {self.budget:g}s used up")
-        self.count += kind not in FACT_KINDS
+        self.count += not fact
         STATS["trials"] += 1
         started = time.perf_counter()
         try:
             if self.worker is None:
                 self.worker = self._fork()
-            raw = self._request(self.worker, "trial", self.sub_deadline, **req)
+            raw = self._request(self.worker, "trial", deadline, **req)
         except ChildGone as gone:
             return _Run(self._lost(kind, candidate, gone, time.perf_counter() - started), {})
         error = parse_error(raw.get("error"))
@@ -281,6 +288,48 @@ class _Target:
             )
         return out, (runs[0] if runs else {})
 
+    def main_under(
+        self, module: str, function: str | None, under: str
+    ) -> tuple[list[Trial], RawTrial] | None:
+        """``main`` for a module of the package ``under`` (whose own import fails in a
+        sub-interpreter and passes in a main one): forked from this thread's standing
+        worker that imported ``under`` in its main interpreter once (``_child.op_main_under``),
+        not a fresh process that imports it again. None when that gave no complete run
+        (the fork crashed or hung, the worker was lost): the caller checks it the usual way."""
+        if self.deadline <= time.monotonic():
+            return None
+        worker = self.prober._under_worker(under)
+        stem = f"{worker.stem}.main{self.prober._next_id()}"
+        started = time.perf_counter()
+        try:
+            reply = self._request(
+                worker,
+                "main_under",
+                self.deadline,
+                under=under,
+                lazy=False,
+                mode="job",
+                names=[module],
+                function=function,
+                stem=stem,
+                refs=[],
+            )
+        except ChildGone:
+            self.prober._drop_under_worker(worker)
+            _read_runs(stem, 1)  # scratch left behind
+            return None
+        runs = _read_runs(stem, 1)
+        if reply.get("state") != "done" or reply.get("status") != 0 or not runs:
+            return None
+        if self.worker is None:
+            self.worker = self._fork()
+        grace = self.deadline + 10.0  # our own code: a little past the budget
+        raw = self._request(self.worker, "describe", grace, result=runs[0])["result"]
+        error = parse_error(raw.get("error"))
+        elapsed = time.perf_counter() - started
+        trial = Trial("main", module, "ok" if error is None else "failed", error, elapsed_s=elapsed)
+        return [trial], raw
+
     def pair(self, exts: dict[str, str], fresh: bool) -> tuple[dict[str, Any], Trial | None]:
         """Extensions (name: file) in two live interpreters at once (``_child.op_pair``): what each looked
         like, or the trial of the one the worker died or hung on. ``fresh``: in a worker
@@ -384,6 +433,7 @@ class Prober:
         self._idle: list[Zygote] = []
         self._lock = threading.Lock()
         self._ext_memo: dict[str, Trial] = {}
+        self._ext_busy: dict[str, threading.Event] = {}  # files a thread is trialing now
         self._pair_memo: dict[str, Trial] = {}
         self._dir_memo: dict[str, tuple[str, ...]] = {}
         self._pair: Worker | None = None  # the standing pair worker, shared by all threads
@@ -392,6 +442,10 @@ class Prober:
         self._sampler_lock = threading.Lock()
         self._loads_memo: dict[str, list[ModuleInfo]] = {}
         self._interp: Interpreter | None = None
+        # packages among this run's targets: their results, for the modules inside them
+        self._packages: dict[str, threading.Event] = {}
+        self._package_results: dict[str, ProbeResult] = {}
+        self._ids = 0
 
     @property
     def workdir(self) -> str:
@@ -443,6 +497,28 @@ class Prober:
             worker = self._pair = zygote.fork(self.memory_bytes)
         return worker
 
+    def _next_id(self) -> int:
+        with self._lock:
+            self._ids += 1
+            return self._ids
+
+    def _under_worker(self, under: str) -> Worker:
+        """This thread's standing worker for main checks inside the package ``under``
+        (forked from its lean zygote; a new one when the package changes or it was lost)."""
+        held = getattr(self._local, "under", None)
+        if held is not None and (held[0] != under or held[1].exit is not None or not held[1].zygote.alive):
+            held[1].discard()
+            held = None
+        if held is None:
+            held = self._local.under = (under, self._zygote(lean=True).fork(self.memory_bytes))
+        return held[1]
+
+    def _drop_under_worker(self, worker: Worker) -> None:
+        held = getattr(self._local, "under", None)
+        if held is not None and held[1] is worker:
+            self._local.under = None
+        worker.discard()
+
     def _zygote(self, lean: bool = False) -> Zygote:
         if lean:  # main-pass workers: one lean zygote per thread, started on first need
             zygote = getattr(self._local, "lean", None)
@@ -483,6 +559,14 @@ class Prober:
     def iter_probe(self, targets: Iterable[str]) -> Iterator[ProbeResult]:
         """Results as each target finishes (so each can be cached at once)."""
         targets = list(dict.fromkeys(targets))
+        # a package before the modules inside it: they may build on its result (_inherit)
+        targets.sort(key=lambda t: split_target(t)[0].count("."))
+        modules = {split_target(t)[0] for t in targets}
+        for name in modules:
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                if ".".join(parts[:i]) in modules:
+                    self._packages.setdefault(".".join(parts[:i]), threading.Event())
         interp = self.interpreter()
         if interp.unsupported or not targets:
             for t in targets:
@@ -514,19 +598,31 @@ class Prober:
         if interp.unsupported:
             return ProbeResult(target, interp, ModuleTree(split_target(target)[0]))
         try:
-            return self._probe(target, interp)
+            return self._publish(target, self._probe(target, interp))
         except Exception as exc:
             module = split_target(target)[0]
             msg = f"the probe could not finish this target: {_text(exc)}"
             trial = Trial("job", module, "crash", TrialError(PROBE_FAILURE, msg))
-            return ProbeResult(
+            return self._publish(
                 target,
-                interp,
-                ModuleTree(module),
-                (trial,),
-                time.perf_counter() - started,
-                limits=self.limits,
+                ProbeResult(
+                    target,
+                    interp,
+                    ModuleTree(module),
+                    (trial,),
+                    time.perf_counter() - started,
+                    limits=self.limits,
+                ),
             )
+
+    def _publish(self, target: str, result: ProbeResult) -> ProbeResult:
+        """A package's result, for the modules inside it that wait for it."""
+        event = self._packages.get(target)
+        if event is not None:
+            with self._lock:
+                self._package_results[target] = result
+            event.set()
+        return result
 
     @property
     def limits(self) -> dict[str, float]:
@@ -545,6 +641,9 @@ class Prober:
             job = run.trial("job", module, mode="job", name=module, function=function, preload=self.preload)
             trials.append(job.trial)
             seen.absorb(job.raw)
+            inherited = self._inherit(run, target, job.trial, seen, interp, started)
+            if inherited is not None:
+                return inherited
             trials.extend(self._lazy_trials(job.raw))
             self._drain(run, module, job.raw.get("pending", []), [], trials, seen.absorb)
             if self._needs_main(trials) or seen.missing:
@@ -583,6 +682,81 @@ class Prober:
             limits=self.limits,
             skipped=skipped,
         )
+
+    def _inherit(
+        self, run: _Target, target: str, job: Trial, seen: Seen, interp: Interpreter, started: float
+    ) -> ProbeResult | None:
+        """A module cannot import where its package cannot: when the job's own fresh
+        interpreter failed exactly as a package of it (a target of this run) failed in
+        its own, a package that imports in a main interpreter, the package's diagnosis is
+        this module's too (its extensions' trials are facts about files, not about a
+        target). What stays the module's own: its job trial, its main-interpreter import
+        (on top of the package, forked: ``_Target.main_under``), which tells a module
+        broken everywhere (``error``) from one its package keeps out, and the extensions
+        only that import loads (each on its own, as for any target). Not searched: the
+        module's own deferred imports (its import never gets that far). None: probe it
+        in full."""
+        module, function = split_target(target)
+        if job.status != "failed" or job.error is None or seen.missing:
+            return None
+        found = self._package_of(module, run)
+        if found is None:
+            return None
+        under, package = found
+        own = {f.name for f in job.failures}
+        pjob = _first_trial(package, "job")
+        assert pjob is not None and pjob.error is not None
+        if (job.error.type, job.error.msg) != (pjob.error.type, pjob.error.msg) or own != {
+            f.name for f in pjob.failures
+        }:
+            return None
+        checked = run.main_under(module, function, under)
+        if checked is None:
+            return None
+        main, main_raw = checked
+        seen.absorb(main_raw, in_sub=False)
+        facts = [dataclasses.replace(t, cached=True) for t in package.trials if t.kind in _FACT_TRIALS]
+        # the module's own extensions beyond its package's (one alone each, memoised by file)
+        own_exts = self._extension_trials(run, seen.modules, seen.loaded, [job, *main], interp)
+        known = {(t.kind, t.candidate) for t in facts}
+        facts += [t for t in own_exts if (t.kind, t.candidate) not in known]
+        modules = {m.name: m for m in package.tree.modules}
+        for name, info in seen.modules.items():
+            modules.setdefault(name, info)
+        edges = {**package.tree.edges, **seen.edges}
+        return ProbeResult(
+            target,
+            interp,
+            ModuleTree(module, tuple(sorted(modules.values(), key=lambda m: m.name)), edges),
+            (job, *main, *facts),
+            time.perf_counter() - started,
+            package.loaded | frozenset(seen.loaded),
+            limits=self.limits,
+            skipped=package.skipped,
+        )
+
+    def _package_of(self, module: str, run: _Target) -> tuple[str, ProbeResult] | None:
+        """(name, result) of the outermost package of ``module`` among this run's targets
+        whose own import failed in a sub-interpreter and passed in a main one (waited for
+        while it is probed, within this target's budget)."""
+        parts = module.split(".")
+        for i in range(1, len(parts)):
+            name = ".".join(parts[:i])
+            event = self._packages.get(name)
+            if event is None or not event.wait(max(0.0, run.sub_deadline - time.monotonic())):
+                continue
+            with self._lock:
+                result = self._package_results.get(name)
+            if result is None or result.target != name or result.transient:
+                continue
+            pjob = _first_trial(result, "job")
+            pmain = next((t for t in result.trials if t.kind == "main" and t.candidate == name), None)
+            if pjob is None or pjob.status != "failed" or pjob.error is None:
+                continue
+            if pmain is None or pmain.status != "ok":
+                continue
+            return name, result
+        return None
 
     def _untried_packages(self, seen: Seen, interp: Interpreter) -> list[str]:
         """The installed packages the sub-interpreter imported (or tried to: one whose own
@@ -761,34 +935,80 @@ class Prober:
             if name not in todo and f.file:
                 todo[name] = modules.get(name) or ModuleInfo(name, f.file, "unknown", True)
         out: list[Trial] = []
+        later: list[tuple[str, ModuleInfo]] = []  # files another thread is trialing now
         for name, info in sorted(todo.items()):
             if name in settled:
                 continue
-            memo = self._remember(info)
-            if memo is not None:
-                out.append(dataclasses.replace(memo, candidate=name, cached=True))
-                continue
-            if name in failed:  # the hook saw it fail; only the classification is missing
-                f = failed[name]
-                trial = Trial("extension", name, "failed", f.error, failures=(f,))
-            else:
-                trial = run.trial("extension", name, mode="load", name=name, file=info.file).trial
-            if (
-                trial.status == "failed"
-                and interp.can_classify
-                and trial.error is not None
-                and SUBINTERP_MESSAGE in trial.error.msg
-            ):
-                shared = run.trial(
-                    "classify", name, mode="load", name=name, file=info.file, shared_gil=True
-                ).trial
-                trial = dataclasses.replace(trial, shared_gil=shared.status == "ok")
-            trial = dataclasses.replace(trial, file=info.file)
-            if trial.status in ("ok", "failed"):  # a hang or a crash is not a fact about the file
-                with self._lock:
-                    self._ext_memo[info.file or name] = trial
-            out.append(trial)
+            state = self._known_or_claimed(name, info, out)
+            if state == "claimed":
+                out.append(self._extension_trial(run, name, info, failed.get(name), interp))
+            elif state == "busy":
+                later.append((name, info))
+        for name, info in later:  # the other thread's trials: wait for them, then read them
+            self._wait_file(str(info.file))
+            if self._known_or_claimed(name, info, out) == "claimed":  # it gave up (crash, hang)
+                out.append(self._extension_trial(run, name, info, failed.get(name), interp))
         return out
+
+    def _known_or_claimed(self, name: str, info: ModuleInfo, out: list[Trial]) -> str:
+        """``known``: what is known of ``info``'s file (this run, the cache) is appended to
+        ``out``; ``claimed``: this thread trials it now (``_extension_trial`` releases it);
+        ``busy``: another thread is trialing it."""
+        memo = self._remember(info)
+        if memo is not None:
+            out.append(dataclasses.replace(memo, candidate=name, cached=True))
+            return "known"
+        with self._lock:
+            if str(info.file) in self._ext_busy:
+                return "busy"
+            self._ext_busy[str(info.file)] = threading.Event()
+        return "claimed"
+
+    def _wait_file(self, file: str) -> None:
+        with self._lock:
+            busy = self._ext_busy.get(file)
+        if busy is not None:
+            busy.wait(self.timeout)
+
+    def _release_file(self, file: str) -> None:
+        with self._lock:
+            busy = self._ext_busy.pop(file, None)
+        if busy is not None:
+            busy.set()
+
+    def _extension_trial(
+        self, run: _Target, name: str, info: ModuleInfo, failure: ExtensionFailure | None, interp: Interpreter
+    ) -> Trial:
+        """What ``info``'s file does on its own in a fresh interpreter (and, refused there,
+        with a shared GIL): a fact for the whole run, memoised by file (the claim on it
+        released after, whatever happens)."""
+        try:
+            return self._extension_fact(run, name, info, failure, interp)
+        finally:
+            self._release_file(str(info.file))
+
+    def _extension_fact(
+        self, run: _Target, name: str, info: ModuleInfo, failure: ExtensionFailure | None, interp: Interpreter
+    ) -> Trial:
+        if failure is not None:  # the hook saw it fail; only the classification is missing
+            trial = Trial("extension", name, "failed", failure.error, failures=(failure,))
+        else:
+            trial = run.trial("extension", name, mode="load", name=name, file=info.file).trial
+        if (
+            trial.status == "failed"
+            and interp.can_classify
+            and trial.error is not None
+            and SUBINTERP_MESSAGE in trial.error.msg
+        ):
+            shared = run.trial(
+                "classify", name, mode="load", name=name, file=info.file, shared_gil=True
+            ).trial
+            trial = dataclasses.replace(trial, shared_gil=shared.status == "ok")
+        trial = dataclasses.replace(trial, file=info.file)
+        if trial.status in ("ok", "failed"):  # a hang or a crash is not a fact about the file
+            with self._lock:
+                self._ext_memo[info.file or name] = trial
+        return trial
 
     def _pair_trials(
         self,
@@ -932,6 +1152,13 @@ class Prober:
         if memo is None and self.recall is not None:
             memo = self.recall(info)
         return memo
+
+
+_FACT_TRIALS = ("extension", "classify", "pair")  # what a package's probe proved about files
+
+
+def _first_trial(result: ProbeResult, kind: str) -> Trial | None:
+    return next((t for t in result.trials if t.kind == kind), None)
 
 
 def _text(exc: BaseException) -> str:

@@ -358,3 +358,36 @@ def test_deferred_import_of_a_soft_fallback_package_is_degraded(probe_app):
     assert v.verdict == DEGRADED
     assert [d.module for d in v.degraded] == ["sc_softpkg._speedups"]
     assert v.degraded[0].import_line == 2
+
+
+def test_a_package_that_fails_in_a_sub_interpreter_costs_one_diagnosis(probe_app):
+    """The modules inside a package whose ``__init__`` fails in a sub-interpreter build on
+    its diagnosis: each still gets its own fresh sub-interpreter and its own main-interpreter
+    import (forked on top of the package: a module broken everywhere is still an ``error``),
+    and the verdicts are those each module gets probed on its own."""
+    probe_app.write(
+        {
+            "pkgx.__init__": "import sc_single\n",
+            "pkgx.a": "X = 1\n",
+            "pkgx.b": "import pkgx.a\n",
+            "pkgx.c": "import sc_multi_nogil\n",
+            "pkgx.broken": "raise RuntimeError('broken everywhere')\n",
+        }
+    )
+    targets = ["pkgx", "pkgx.a", "pkgx.b", "pkgx.c", "pkgx.broken"]
+    before = probe.STATS["workers_forked"]
+    together = probe_app.check(*targets, cache=False, jobs=1)
+    forks_together = probe.STATS["workers_forked"] - before
+    alone = {}
+    before = probe.STATS["workers_forked"]
+    for t in targets:
+        alone.update(probe_app.check(t, cache=False, jobs=1))
+    forks_alone = probe.STATS["workers_forked"] - before
+    for t in targets:
+        assert together[t].verdict == alone[t].verdict, t
+        assert culprit_names(together[t]) == culprit_names(alone[t]), t
+    assert together["pkgx.a"].verdict == INCOMPATIBLE
+    assert culprit_names(together["pkgx.a"]) == ["sc_single"]
+    assert culprit_names(together["pkgx.c"]) == ["sc_multi_nogil", "sc_single"]
+    assert together["pkgx.broken"].verdict == ERROR
+    assert forks_together < forks_alone
