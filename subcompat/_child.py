@@ -284,8 +284,11 @@ class Child:
         job code. Each run is written to its own file as soon as it is done, so a crash
         on a later name keeps the earlier runs. The runs come back raw: another worker
         describes them (``op_describe``), outside whatever the job did to this one."""
-        stem = req["stem"]
         _forget_own_imports()
+        return self._dump_main(req)
+
+    def _dump_main(self, req):
+        stem = req["stem"]
         for i, raw in enumerate(self._main_imports(req)):
             _dump_file(stem + "-%d.json" % i, raw)
         return {}
@@ -299,6 +302,7 @@ class Child:
         under = req["under"]
         if self._under is None:
             self._under = under
+            _forget_own_imports()
             raw = self._run(dict(req, name=under, function=None, refs=None), "main")
             self._under_ok = raw.get("error") is None
         if self._under != under or not self._under_ok:
@@ -307,7 +311,7 @@ class Child:
         if pid == 0:
             code = 0
             try:
-                self.op_main(req)
+                self._dump_main(req)  # on top of the package: nothing is forgotten
             except BaseException:
                 code = 70
             finally:
