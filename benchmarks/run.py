@@ -1,6 +1,6 @@
 """subcompat benchmarks: what a check costs and what routing buys, in one run.
 
-    python benchmarks/run.py [--out benchmarks/RESULTS.md] [--repeats N] [--items 1,2,3,4,5,6]
+    python benchmarks/run.py [--out benchmarks/RESULTS.md] [--repeats N] [--items 1,2,3,4,5,6,7,8]
     python benchmarks/run.py --quick      # tiny smoke run: current interpreter, no network
     python benchmarks/run.py --items 1,2 --against DIR   # A/B: this tree vs the subcompat tree DIR
 
@@ -660,6 +660,21 @@ def item_7(python: str, work: Path, quick: bool, repeats: int, out: dict) -> lis
         return [Row(*cells) for cells in _fleet_bench.item_7(python, work, dsn, repeats, quick, out)]
 
 
+def item_8(python: str, work: Path, quick: bool, src: str | None, out: dict) -> list[Row]:
+    """A real package of 1,000+ modules, cold and warm, beside a naive tracker (_scale_bench.py)."""
+    import _scale_bench
+
+    if quick:  # the current interpreter and a stdlib package: no network
+        scale_py, packages = python, _scale_bench.QUICK_PACKAGES
+        src = src or str(_env.REPO)
+    else:
+        scale_py = str(_scale_bench.ensure_venv(work / "scale-venv", log=log))
+        packages = _scale_bench.PACKAGES
+    data = _scale_bench.item_8(scale_py, work, packages, src, log=log)
+    out["item8"] = data
+    return [Row(*cells) for cells in _scale_bench.rows(data, quick)]
+
+
 def chancy_unavailable(python: str) -> tuple[str | None, str | None]:
     """(why items 3-4 cannot run at all, why the auto executor is missing) - None if fine."""
     probe = subprocess.run(
@@ -734,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on the current interpreter")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--repeats", type=int, help="rounds per measurement (default 5, quick 1)")
-    parser.add_argument("--items", default="1,2,3,4,5,6,7", help="which items to run (default all)")
+    parser.add_argument("--items", default="1,2,3,4,5,6,7,8", help="which items to run (default all)")
     parser.add_argument("--python", help="target interpreter (default: the benchmark venv; quick: this one)")
     parser.add_argument("--work", type=Path, help="work dir (default benchmarks/.work; quick: a temp dir)")
     parser.add_argument(
@@ -824,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows += items_3_4(cb, auto_missing, args.quick, repeats, want, out, cache_dir)
         if "7" in want:
             rows += item_7(python, work, args.quick, repeats, out)
+        if "8" in want:
+            rows += item_8(python, work, args.quick, this_src, out)
         took = time.perf_counter() - started
         notes = [
             f"`python -c pass` on the target interpreter: {seconds(startup.median)} "
@@ -871,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> str:
-    if args.items == "1,2,3,4,5,6" and not args.against:
+    if args.items == "1,2,3,4,5,6,7,8" and not args.against:
         cmd = "python benchmarks/run.py --quick" if args.quick else "make bench"
     else:
         cmd = "python benchmarks/run.py" + (" --quick" if args.quick else "") + f" --items {args.items}"

@@ -59,5 +59,9 @@ def test_quick_run_prints_and_writes_the_table(tmp_path: Path) -> None:
         for key in keys:
             assert key in rows, f"row {key} missing:\n{written}"
             assert rows[key][2] not in ("", "–"), rows[key]
+    # item 8 (a big package, cold and warm, beside a naive tracker) on a stdlib package
+    for key in ("8a", "8a'", "8a''", "8z"):
+        assert key in rows, f"row {key} missing:\n{written}"
+    assert "json: cold check of" in rows["8a"][1] and "× naive" in rows["8a"][5]
     # a smoke run is never presented as a result
     assert "**met**" not in written and "**missed**" not in written
