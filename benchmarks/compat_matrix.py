@@ -29,6 +29,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _expanded(report: object) -> object:
+    """A report with each module's own copies of what schema 2 writes once (this
+    checkout's reader; the runner need not have subcompat installed)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from subcompat.report import ReportFormatError, parse_report
+
+    try:
+        return parse_report(report)
+    except ReportFormatError:
+        return report
+
+
 WORK = ROOT / "benchmarks" / ".work" / "matrix"
 VERSIONS = ("3.13", "3.14", "3.15")
 MAX_WHEEL_MB = 150  # packages whose wheel is bigger are left out of the list below
@@ -425,7 +440,7 @@ def run_cell(name: str, imports: list[str], python: str, tag: str, ctx: dict, mo
     record["tool"] = ctx["tool_version"]
     record["tool_rev"] = ctx["rev"]
     try:
-        record["report"] = json.loads(proc.stdout)
+        record["report"] = _expanded(json.loads(proc.stdout))
         record["status"] = "probed"
     except ValueError:
         tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

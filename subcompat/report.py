@@ -18,14 +18,22 @@ from subcompat.verdict import (
     TIMEOUT,
     UNSUPPORTED,
     Culprit,
+    ExtensionVerdict,
     Verdict,
 )
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import IO, Any
 
-JSON_SCHEMA = 1
+#: 2: each culprit, extension, file and distribution stamp is written once, in a table at
+#: the top, and each module refers to it by its index in that table (1: every module held
+#: its own copies; a package of 1,500 modules repeated the same 55 culprits 1,500 times).
+JSON_SCHEMA = 2
+READ_SCHEMAS = (1, 2)  # what ``parse_report`` reads (schema 1 as it was written)
+#: the tables of schema 2, each a list; a module's field of the same name lists indices
+TABLES = ("culprits", "degraded", "extensions", "files", "dist_stamps")
 
 EXIT_OK = 0
 EXIT_INCOMPATIBLE = 1
@@ -58,34 +66,49 @@ class Report:
         return EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
+        """Schema 2: what many modules share is written once (``TABLES``); ``parse_report``
+        gives each module its own copies back."""
+        tables: dict[str, list[Any]] = {name: [] for name in TABLES}
+        index: dict[str, dict[Any, int]] = {name: {} for name in TABLES}
+
+        def ref(table: str, key: Any, value: Callable[[], Any]) -> int:
+            """The index of ``key`` (a frozen record, a string) in ``table``, added on first sight."""
+            found = index[table].get(key)
+            if found is None:
+                found = index[table][key] = len(tables[table])
+                tables[table].append(value())
+            return found
+
+        def ext(e: ExtensionVerdict) -> dict[str, Any]:
+            return {"module": e.module, "verdict": e.verdict, "distribution": e.distribution}
+
+        modules = [
+            {
+                "target": v.target,
+                "verdict": v.verdict,
+                "reason": v.reason,
+                "culprits": [ref("culprits", c, c.to_json) for c in v.culprits],
+                "degraded": [ref("degraded", c, c.to_json) for c in v.degraded],
+                "route": route_for(v, self.policy).route,
+                "advice": advice(v, self.policy),
+                "notes": list(v.notes),
+                "warnings": list(v.warnings),
+                "extensions": [ref("extensions", e, lambda e=e: ext(e)) for e in v.extensions],
+                "elapsed_s": round(v.elapsed_s, 4),
+                "cached": v.cached,
+                "transient": v.transient or None,
+                "files": [ref("files", f, lambda f=f: f) for f in v.files],
+                "dist_stamps": [ref("dist_stamps", d, lambda d=d: d) for d in v.dist_stamps],
+            }
+            for v in self.verdicts
+        ]
         return {
             "schema": JSON_SCHEMA,
             "tool": f"subcompat {__version__}",
             "python": self.python,
             "elapsed_s": round(self.elapsed_s, 4),
-            "modules": [
-                {
-                    "target": v.target,
-                    "verdict": v.verdict,
-                    "reason": v.reason,
-                    "culprits": [c.to_json() for c in v.culprits],
-                    "degraded": [c.to_json() for c in v.degraded],
-                    "route": route_for(v, self.policy).route,
-                    "advice": advice(v, self.policy),
-                    "notes": list(v.notes),
-                    "warnings": list(v.warnings),
-                    "extensions": [
-                        {"module": e.module, "verdict": e.verdict, "distribution": e.distribution}
-                        for e in v.extensions
-                    ],
-                    "elapsed_s": round(v.elapsed_s, 4),
-                    "cached": v.cached,
-                    "transient": v.transient or None,
-                    "files": list(v.files),
-                    "dist_stamps": list(v.dist_stamps),
-                }
-                for v in self.verdicts
-            ],
+            **tables,
+            "modules": modules,
         }
 
 
@@ -109,7 +132,17 @@ def use_colour(stream: IO[str]) -> bool:
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(report.to_json(), indent=2)
+    """One line per table entry and per module: a diff shows which module changed, and
+    the size follows what the report says (not an indented line per index)."""
+    data = report.to_json()
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, list) and value:
+            rows = ",\n    ".join(json.dumps(x, ensure_ascii=False) for x in value)
+            parts.append(f"{json.dumps(key)}: [\n    {rows}\n  ]")
+        else:
+            parts.append(f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n  " + ",\n  ".join(parts) + "\n}"
 
 
 # -- reading a JSON report back (baseline, matrix, chancy's verdict file) ------------------
@@ -129,13 +162,40 @@ class ReportFormatError(ValueError):
 
 
 def parse_report(data: object) -> dict[str, Any]:
-    """``data`` (parsed JSON) as a report of this schema with a list of entries, or
+    """``data`` (parsed JSON) as a report with a list of entries, each with its own copies
+    of what schema 2 shares (a reference that is not an index of its table becomes None;
+    what is no reference stays, so a report read and written again reads the same), or
     ``ReportFormatError``; the entries are left for each reader to judge."""
-    if not isinstance(data, dict) or data.get("schema") != JSON_SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") not in READ_SCHEMAS:
         raise ReportFormatError(data, modules=False)
     if not isinstance(data.get("modules"), list):
         raise ReportFormatError(data, modules=True)
-    return data
+    if data["schema"] == 1:
+        return data
+    tables = {name: data.get(name) if isinstance(data.get(name), list) else [] for name in TABLES}
+
+    def resolve(table: list[Any], refs: object) -> object:
+        if not isinstance(refs, list):
+            return refs
+        out = []
+        for r in refs:
+            if type(r) is int:  # noqa: E721 - a bool is no reference
+                out.append(table[r] if 0 <= r < len(table) else None)
+            else:  # already a copy (a report read once and written again): the reader judges it
+                out.append(r)
+        return out
+
+    modules = []
+    for entry in data["modules"]:
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            for name, table in tables.items():
+                if name in entry:
+                    entry[name] = resolve(table, entry[name])
+        modules.append(entry)
+    out = {k: v for k, v in data.items() if k not in TABLES}
+    out["modules"] = modules
+    return out
 
 
 def read_report(path: str) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 from _apps import write_app
 
+from subcompat.report import JSON_SCHEMA, parse_report
+
 ROOT = Path(__file__).resolve().parents[1]  # this checkout: the CLI under test is its subcompat
 
 #: every process of a run carries this (plus a fresh uuid) in its environment
@@ -940,6 +942,7 @@ def finish_run(
     )
     try:
         run.report = json.loads(run.stdout)
+        run.report = parse_report(run.report)  # culprits and files written once, by reference
     except ValueError as exc:
         run.json_error = f"{exc}"
     return run
@@ -1016,8 +1019,8 @@ def contract_problems(
         problems.append(f"stdout ({run.stdout_bytes} bytes) is not one JSON document: {run.json_error}")
     else:
         mods = run.report.get("modules") or []
-        if run.report.get("schema") != 1 or not isinstance(run.report.get("python"), str):
-            problems.append("no schema 1 / python in the report")
+        if run.report.get("schema") != JSON_SCHEMA or not isinstance(run.report.get("python"), str):
+            problems.append(f"no schema {JSON_SCHEMA} / python in the report")
         if [m.get("target") for m in mods] != list(targets):
             problems.append(f"report targets {[m.get('target') for m in mods]} != {list(targets)}")
         for m in mods:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from subcompat.report import parse_report
+
 
 def find_python(version: str) -> str | None:
     """A real interpreter (not a pyenv shim) on PATH or under pyenv."""
@@ -96,8 +98,11 @@ class TestExitCodes:
 def test_json_schema(cli_app):
     proc = cli_app("check", "jobs.good", "jobs.soft", "jobs.bad", "--format", "json", "--no-cache")
     assert proc.returncode == 1
-    data = json.loads(proc.stdout)
-    assert data["schema"] == 1
+    raw = json.loads(proc.stdout)
+    assert raw["schema"] == 2
+    # a culprit is written once, in the report's table; each module refers to it by index
+    assert all(isinstance(i, int) for m in raw["modules"] for i in m["culprits"] + m["files"])
+    data = parse_report(raw)  # each module with its own copies back
     assert data["python"].startswith("3.")
     by_target = {m["target"]: m for m in data["modules"]}
     assert [m["target"] for m in data["modules"]] == ["jobs.good", "jobs.soft", "jobs.bad"]

@@ -28,9 +28,45 @@ def _written(tmp_path, data):
 def test_what_the_writer_writes_the_reader_reads(tmp_path):
     culprit = Culprit("lib._c", "/s/lib/_c.so", "lib", "1", "single-phase")
     written = report.Report("3.13.0", (Verdict("a:job", "incompatible", "3.13.0", culprits=(culprit,)),))
+    assert json.loads(report.render_json(written)) == written.to_json()
     data = report.read_report(_written(tmp_path, written.to_json()))
-    assert data == json.loads(report.render_json(written))
+    assert data["modules"][0]["culprits"] == [culprit.to_json()]
     assert baseline.load(_written(tmp_path, data)) == {"a:job": ("incompatible", frozenset({"lib._c"}))}
+
+
+def test_what_many_modules_share_is_written_once_and_read_into_each(tmp_path):
+    """Schema 2: a culprit, a file, an extension shared by many modules is one table entry;
+    each module refers to it, and the reader gives each module its own copy back. A
+    reference that is no index of its table reads as None; schema 1 reads as it was."""
+    shared = Culprit("np._core", "/s/np/_core.so", "numpy", "2", "single-phase")
+    own = Culprit("pd._libs.x", "/s/pd/x.so", "pandas", "3", "single-phase")
+    verdicts = tuple(
+        Verdict(
+            f"pd.m{i}",
+            "incompatible",
+            "3.14.0",
+            culprits=(shared, own) if i else (shared,),
+            files=("/s/np/_core.so",),
+        )
+        for i in range(50)
+    )
+    raw = report.Report("3.14.0", verdicts).to_json()
+    assert raw["schema"] == 2 and len(raw["culprits"]) == 2 and len(raw["files"]) == 1
+    assert raw["modules"][3]["culprits"] == [0, 1] and raw["modules"][0]["culprits"] == [0]
+    data = report.read_report(_written(tmp_path, raw))
+    assert [len(m["culprits"]) for m in data["modules"]] == [1] + [2] * 49
+    assert all(
+        m["culprits"][0] == shared.to_json() and m["files"] == ["/s/np/_core.so"] for m in data["modules"]
+    )
+    assert report.read_report(_written(tmp_path, data)) == data  # read, written, read again: the same
+    raw["modules"][1]["culprits"] = [0, 7]
+    assert report.read_report(_written(tmp_path, raw))["modules"][1]["culprits"] == [shared.to_json(), None]
+    old = {"schema": 1, "python": "3.13.0", "modules": [{"target": "a", "culprits": [own.to_json()]}]}
+    assert report.read_report(_written(tmp_path, old)) == old
+    text = report.render_json(report.Report("3.14.0", verdicts))
+    assert (
+        text.count('"/s/np/_core.so"') == 2 and len(text.splitlines()) < len(verdicts) + 20
+    )  # a line a module
 
 
 @pytest.mark.parametrize(
@@ -55,5 +91,5 @@ def test_not_a_report_is_one_error_each_reader_words(tmp_path, data, schema, mod
     assert refused == (
         "no 'modules' list"
         if modules
-        else f"schema {caught.value.found!r}, expected 1 (subcompat check --format json)"
+        else f"schema {caught.value.found!r}, expected 2 (subcompat check --format json)"
     )
