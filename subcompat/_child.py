@@ -74,6 +74,8 @@ def _literal_node(node):
         if type(value) in (int, float):
             return -value
     raise ValueError("not a literal: %s" % kind)
+
+
 _UNSUPPORTED_3_12 = (
     "Python 3.12 has isolated sub-interpreters with their own GIL in its C API (PEP 684) but no "
     "supported Python API for them (only the private test module _xxsubinterpreters; _interpreters, "

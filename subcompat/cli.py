@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe children in parallel (default: CPU count)",
     )
     check.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="text report: every culprit of a target, not the first 5 and a count",  # report.TEXT_CULPRITS
+    )
+    check.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 on degraded targets and on warnings (a missing dependency)",
@@ -484,7 +490,7 @@ def _check_in_root(args: argparse.Namespace, config: Config, root: Path, start: 
             for message in config_mod.inert_rules(verdicts, config, [str(root), *sys.path[1:]]):
                 warnings.warn(message, stacklevel=1)
     report = Report(report.python, verdicts, report.policy, report.elapsed_s, report.probed)
-    write(report, args.format)
+    write(report, args.format, verbose=args.verbose)
     code = report.exit_code(strict=args.strict)
     if baseline is not None:
         comparison = baseline_mod.compare(report, baseline)

@@ -205,7 +205,14 @@ def read_report(path: str) -> dict[str, Any]:
         return parse_report(json.load(fh))
 
 
-def render_text(report: Report, *, colour: bool = False) -> str:
+#: culprits (and degraded extensions) the text report shows per target; ``verbose``: all
+TEXT_CULPRITS = 5
+
+
+def render_text(report: Report, *, colour: bool = False, verbose: bool = False) -> str:
+    """What a person acts on: per target the first culprits, then "and N more" (the full
+    list with ``verbose``, ``--verbose``; the JSON report always has it)."""
+
     def paint(text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if colour else text
 
@@ -223,10 +230,14 @@ def render_text(report: Report, *, colour: bool = False) -> str:
             v.reason and not v.culprits and v.verdict != COMPATIBLE and not v.degraded
         ):
             lines.append(f"    {v.reason}")
-        for c in v.culprits:
+        shown = len(v.culprits) + len(v.degraded) if verbose else TEXT_CULPRITS
+        for c in v.culprits[:shown]:
             lines.extend(_culprit_lines(c, "✘", paint))
-        for c in v.degraded:
+        for c in v.degraded[: max(0, shown - len(v.culprits))]:
             lines.extend(_culprit_lines(c, "~", paint))
+        hidden = len(v.culprits) + len(v.degraded) - shown
+        if hidden > 0:
+            lines.append(paint(f"    … and {hidden} more (--verbose lists them all)", "2"))
         for warning in v.warnings:
             lines.append(paint(f"    ! warning: {warning}", "33"))
         for note in v.notes:
@@ -372,8 +383,8 @@ RENDERERS = {
 FORMATS = ("text", *RENDERERS)
 
 
-def write(report: Report, fmt: str, stream: IO[str] = sys.stdout) -> None:
+def write(report: Report, fmt: str, stream: IO[str] = sys.stdout, *, verbose: bool = False) -> None:
     if fmt == "text":
-        stream.write(render_text(report, colour=use_colour(stream)) + "\n")
+        stream.write(render_text(report, colour=use_colour(stream), verbose=verbose) + "\n")
     else:
         stream.write(RENDERERS[fmt](report) + "\n")

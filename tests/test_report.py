@@ -37,3 +37,18 @@ def test_exit_code_precedence():
     assert Report("3.13.0", (REPORT.verdicts[2],)).exit_code() == 0
     assert Report("3.13.0", (REPORT.verdicts[2],)).exit_code(strict=True) == 1
     assert Report("3.11.7", (Verdict("a", "unsupported", "3.11.7"),)).exit_code() == 3
+
+
+def test_text_report_shows_the_first_culprits_and_a_count_verbose_all():
+    from subcompat.report import TEXT_CULPRITS
+    from subcompat.verdict import Culprit, Verdict
+
+    many = tuple(
+        Culprit(f"lib._c{i:02}", f"/s/lib/_c{i:02}.so", "lib", "1", "single-phase") for i in range(12)
+    )
+    report = Report("3.14.0", (Verdict("pd.m", "incompatible", "3.14.0", culprits=many),))
+    text = render_text(report)
+    assert [f"lib._c{i:02}" in text for i in range(12)] == [i < TEXT_CULPRITS for i in range(12)]
+    assert f"… and {12 - TEXT_CULPRITS} more (--verbose lists them all)" in text
+    full = render_text(report, verbose=True)
+    assert all(f"lib._c{i:02}" in full for i in range(12)) and "more (--verbose" not in full
