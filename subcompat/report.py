@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 
 from subcompat import __version__
 from subcompat.route import DEFAULT_POLICY, Policy, advice, route_for
@@ -71,12 +72,13 @@ class Report:
         tables: dict[str, list[Any]] = {name: [] for name in TABLES}
         index: dict[str, dict[Any, int]] = {name: {} for name in TABLES}
 
-        def ref(table: str, key: Any, value: Callable[[], Any]) -> int:
-            """The index of ``key`` (a frozen record, a string) in ``table``, added on first sight."""
+        def ref(table: str, key: Any, value: Callable[[], Any] | None = None) -> int:
+            """The index of ``key`` (a frozen record, a string) in ``table``, added on first
+            sight as ``value()`` (a string: as it is)."""
             found = index[table].get(key)
             if found is None:
                 found = index[table][key] = len(tables[table])
-                tables[table].append(value())
+                tables[table].append(key if value is None else value())
             return found
 
         def ext(e: ExtensionVerdict) -> dict[str, Any]:
@@ -93,12 +95,12 @@ class Report:
                 "advice": advice(v, self.policy),
                 "notes": list(v.notes),
                 "warnings": list(v.warnings),
-                "extensions": [ref("extensions", e, lambda e=e: ext(e)) for e in v.extensions],
+                "extensions": [ref("extensions", e, partial(ext, e)) for e in v.extensions],
                 "elapsed_s": round(v.elapsed_s, 4),
                 "cached": v.cached,
                 "transient": v.transient or None,
-                "files": [ref("files", f, lambda f=f: f) for f in v.files],
-                "dist_stamps": [ref("dist_stamps", d, lambda d=d: d) for d in v.dist_stamps],
+                "files": [ref("files", f) for f in v.files],
+                "dist_stamps": [ref("dist_stamps", d) for d in v.dist_stamps],
             }
             for v in self.verdicts
         ]
@@ -172,12 +174,15 @@ def parse_report(data: object) -> dict[str, Any]:
         raise ReportFormatError(data, modules=True)
     if data["schema"] == 1:
         return data
-    tables = {name: data.get(name) if isinstance(data.get(name), list) else [] for name in TABLES}
+    tables: dict[str, list[Any]] = {}
+    for name in TABLES:
+        table = data.get(name)
+        tables[name] = table if isinstance(table, list) else []
 
     def resolve(table: list[Any], refs: object) -> object:
         if not isinstance(refs, list):
             return refs
-        out = []
+        out: list[Any] = []
         for r in refs:
             if type(r) is int:  # noqa: E721 - a bool is no reference
                 out.append(table[r] if 0 <= r < len(table) else None)
