@@ -226,7 +226,48 @@ def describe_interpreter(backend, sys_path):
         "can_fork": hasattr(os, "fork"),
         "sys_path": sys_path,
         "ext_suffixes": list(importlib.machinery.EXTENSION_SUFFIXES),
+        "extra_finders": _extra_finders(),
+        "builtin_modules": sorted(sys.builtin_module_names),
     }
+
+
+def _absent(names, path):
+    """The top-level ``names`` no finder of this interpreter finds on ``path``. Nothing is
+    imported: the path finder looks with the job's path given to it, the other finders
+    (installed hooks) are asked as an import would ask them; our own ``sys.path`` stays."""
+    import importlib.machinery as machinery
+
+    out = []
+    for name in names:
+        found = False
+        for finder in sys.meta_path:
+            try:
+                if finder is machinery.PathFinder:
+                    found = machinery.PathFinder.find_spec(name, path) is not None
+                else:
+                    find = getattr(finder, "find_spec", None)
+                    found = find is not None and find(name, None) is not None
+            except Exception:
+                found = True  # a hook that cannot tell: let the probe import it
+            if found:
+                break
+        if not found:
+            out.append(name)
+    return out
+
+
+def _extra_finders():
+    """Import hooks beyond the standard ones (a .pth may add an editable install's
+    finder): with any, only the interpreter itself can say that a module is absent."""
+    import importlib.machinery as machinery
+
+    standard = (machinery.BuiltinImporter, machinery.FrozenImporter, machinery.PathFinder)
+    out = [type(f).__qualname__ if not isinstance(f, type) else f.__qualname__ for f in sys.meta_path
+           if f not in standard and type(f) not in standard]
+    hooks = [h for h in sys.path_hooks if getattr(h, "__name__", "") != "path_hook_for_FileFinder"
+             and h is not getattr(__import__("zipimport"), "zipimporter", None)]
+    out += [getattr(h, "__qualname__", repr(h)) for h in hooks]
+    return out
 
 
 class Child:
@@ -801,6 +842,8 @@ class Zygote:
             return {"ok": True, "pid": self.fork(fds[0], req)}
         if op == "reap":
             return dict(self.reap(int(req["pid"])), ok=True)
+        if op == "locate":
+            return {"ok": True, "absent": _absent(req["names"], req.get("sys_path") or self.child.sys_path)}
         raise ValueError("unknown op %r" % op)
 
     def fork(self, sock_fd, req):

@@ -36,6 +36,8 @@ class Interpreter:
     sys_path: tuple[str, ...] = ()
     can_fork: bool = False  # main-interpreter imports fork from a pristine child
     ext_suffixes: tuple[str, ...] = ()  # importlib.machinery.EXTENSION_SUFFIXES there
+    extra_finders: tuple[str, ...] = ()  # import hooks beyond the standard ones (editable installs)
+    builtin_modules: tuple[str, ...] = ()  # sys.builtin_module_names there
 
     @property
     def key(self) -> str:
@@ -49,6 +51,8 @@ class Interpreter:
         data = dataclasses.asdict(self)
         data["sys_path"] = list(self.sys_path)
         data["ext_suffixes"] = list(self.ext_suffixes)
+        data["extra_finders"] = list(self.extra_finders)
+        data["builtin_modules"] = list(self.builtin_modules)
         return data
 
     @classmethod
@@ -65,4 +69,6 @@ class Interpreter:
         kwargs = {k: v for k, v in data.items() if k in fields}
         kwargs["sys_path"] = tuple(kwargs.get("sys_path") or ())
         kwargs["ext_suffixes"] = tuple(kwargs.get("ext_suffixes") or ())
+        kwargs["extra_finders"] = tuple(kwargs.get("extra_finders") or ())
+        kwargs["builtin_modules"] = tuple(kwargs.get("builtin_modules") or ())
         return cls(**kwargs)

@@ -173,6 +173,12 @@ class Zygote:
     def hello(self, timeout: float) -> dict[str, Any]:
         return self.call("hello", timeout)
 
+    def absent(self, names: list[str], sys_path: list[str] | None, timeout: float) -> list[str]:
+        """The top-level ``names`` that this interpreter's finders find nowhere (the
+        zygote looks, nothing is imported)."""
+        reply = self.call("locate", timeout, names=names, sys_path=sys_path)
+        return [n for n in reply.get("absent", ()) if isinstance(n, str)]
+
     def fork(self, memory_bytes: int | None) -> Worker:
         import socket
 

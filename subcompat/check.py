@@ -157,8 +157,14 @@ def _probe_and_keep(
     found: dict[str, Verdict],
     tally: _Tally,
 ) -> int:
+    since_ns = time.time_ns()  # stamps: what changes after this was not what was probed
     for result in prober.iter_probe(targets) if targets else ():
         verdict = decide(result)
+        changed = _changed_since(verdict, since_ns)
+        if changed and not verdict.transient:
+            from dataclasses import replace
+
+            verdict = replace(verdict, transient=changed, notes=(*verdict.notes, changed))
         found[result.target] = verdict
         lasting = verdict.verdict not in (ERROR, UNSUPPORTED) and not verdict.transient
         if cache is not None:
@@ -168,6 +174,19 @@ def _probe_and_keep(
             cache.release(key, env, result.target)
         tally.done(result.target)
     return len(targets)
+
+
+def _changed_since(verdict: Verdict, since_ns: int) -> str:
+    """Why the verdict may not describe the files as they are now (one changed, or went,
+    after its probe began: a job that writes files, an editor saving), or ""."""
+    for path in (*verdict.files, *verdict.dist_stamps):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return f"{path} disappeared during the check (reported, not cached)"
+        if max(st.st_mtime_ns, st.st_ctime_ns) >= since_ns:
+            return f"{path} changed during the check (reported, not cached)"
+    return ""
 
 
 def _as_cached(v: Verdict) -> Verdict:

@@ -94,15 +94,25 @@ def module_for_file(file: Path) -> tuple[str, Path]:
 def where_is(top: str, root: Path, elsewhere: Sequence[Path] = ()) -> Path | None:
     """A directory (one level below ``root``, or one of ``elsewhere``) that holds the
     top-level module ``top``: where a target that failed to import actually lives."""
-    candidates = [*elsewhere]
-    try:
-        candidates += sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[:200]
-    except OSError:
-        pass
+    candidates = [*elsewhere, *_subdirectories(root)]
     for directory in candidates:
         if (directory / top).is_dir() or (directory / f"{top}.py").is_file():
             return directory
     return None
+
+
+_SUBDIRS: dict[Path, list[Path]] = {}
+
+
+def _subdirectories(root: Path) -> list[Path]:
+    """``root``'s first 200 visible subdirectories, listed once per process (a run with
+    thousands of unimportable targets asks for each)."""
+    if root not in _SUBDIRS:
+        try:
+            _SUBDIRS[root] = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[:200]
+        except OSError:
+            _SUBDIRS[root] = []
+    return _SUBDIRS[root]
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:

@@ -572,6 +572,13 @@ class Prober:
             for t in targets:
                 yield ProbeResult(t, interp, ModuleTree(split_target(t)[0]))
             return
+        absent = self._absent(targets, interp)
+        for t in targets:
+            if t in absent:
+                yield absent[t]
+        targets = [t for t in targets if t not in absent]
+        if not targets:
+            return
         if self.jobs == 1 or len(targets) == 1:
             for t in targets:
                 yield self.probe(t)
@@ -590,6 +597,33 @@ class Prober:
             raise
         finally:
             pool.shutdown(wait=True)
+
+    def _absent(self, targets: list[str], interp: Interpreter) -> dict[str, ProbeResult]:
+        """Targets whose top-level module is nowhere on the job's path, settled here with
+        the error an import gives, before any worker: from directory listings
+        (``_locate``), or with one question to a zygote when the interpreter has import
+        hooks of its own (an editable install)."""
+        from subcompat._locate import Locator
+
+        path = self.sys_path if self.sys_path is not None else list(interp.sys_path)
+        locator = Locator(interp, path)
+        tops = sorted({split_target(t)[0].partition(".")[0] for t in targets})
+        if locator.usable:
+            gone = {top for top in tops if locator.certainly_missing(top)}
+        else:
+            try:
+                gone = set(self._zygote().absent(tops, self.sys_path, timeout=max(self.timeout, 10.0)))
+            except (ChildGone, ProbeError):
+                gone = set()
+        out = {}
+        for t in targets:
+            module = split_target(t)[0]
+            top = module.partition(".")[0]
+            if top in gone:
+                error = TrialError("ModuleNotFoundError", f"No module named {top!r}")
+                trials = (Trial("job", module, "failed", error), Trial("main", module, "failed", error))
+                out[t] = ProbeResult(t, interp, ModuleTree(module), trials, limits=self.limits)
+        return out
 
     def probe(self, target: str) -> ProbeResult:
         """Whatever goes wrong while probing ``target`` is ``target``'s verdict, never the run's."""
