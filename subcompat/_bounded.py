@@ -1,6 +1,8 @@
-"""Reading a file someone else put there (a verdict file, an export): only a regular file,
-never more than a bound, and never blocking: it is opened non-blocking and checked after
-opening, so a FIFO swapped in for it cannot hang the reader."""
+"""Reading a file someone else put there (a verdict file, an export, a report, the config,
+a probe worker's breadcrumbs and output): only a regular file, never more than a bound,
+and never blocking: it is opened non-blocking, without following a final symlink where
+asked, and checked after opening, so a FIFO or ``/dev/zero`` swapped in for it cannot
+hang or exhaust the reader. Stdlib only: the probe child loads it by file path."""
 
 from __future__ import annotations
 
@@ -39,5 +41,27 @@ def read_regular(path: str, limit: int) -> tuple[bytes, int]:
         if total > limit:
             raise Refused(f"grew past {limit} bytes while being read")
         return b"".join(chunks), st.st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+def read_tail(path: str, limit: int) -> bytes:
+    """The last ``limit`` bytes of a regular file (a worker's output, its breadcrumbs),
+    never following a symlink: job code may have replaced the file with anything."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"not a regular file (a {file_kind(st.st_mode)})")
+        start = max(0, st.st_size - limit)
+        chunks, total = [], 0
+        while total < limit:
+            chunk = os.pread(fd, min(1 << 20, limit - total), start + total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)

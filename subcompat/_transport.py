@@ -19,6 +19,8 @@ import signal
 import threading
 import time
 
+from subcompat._bounded import Refused, read_tail
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
@@ -50,6 +52,29 @@ def isolated_env(env: dict[str, str] | None) -> dict[str, str]:
     out["SUBCOMPAT_JOB_ENV"] = json.dumps(held)
     out["PYTHONSAFEPATH"] = "1"
     return out
+
+
+MAX_CRUMBS = 4 << 20  # the tail of a worker's breadcrumbs that is read
+
+
+def _fresh_file(path: str) -> None:
+    """An empty regular file at ``path``, whatever job code left there (a FIFO, a symlink
+    to /dev/zero, nothing: the scratch directory removed), created anew."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+    os.close(fd)
 
 
 class ProbeError(Exception):
@@ -270,8 +295,7 @@ class Worker:
         if self.sock is None:
             raise ChildGone("crash", None, "worker already gone")
         self._ids += 1
-        with open(self.crumbs, "w"):
-            pass
+        _fresh_file(self.crumbs)
         line = json.dumps({"v": PROTOCOL, "id": self._ids, "nonce": self.nonce, "op": op, **fields}) + "\n"
         try:
             self.sock.sendall(line.encode())
@@ -357,18 +381,18 @@ class Worker:
         open_loads: list[str] = []
         candidate = None
         try:
-            with open(self.crumbs, encoding="utf-8", errors="replace") as fh:
-                for line in fh.read(1 << 20).splitlines():
-                    if line.startswith("*"):
-                        candidate = line[1:]
-                    elif line == ".":
-                        candidate = None
-                    elif line.startswith("+"):
-                        open_loads.append(line[1:])
-                    elif line.startswith("-") and open_loads:
-                        open_loads.pop()
-        except OSError:
+            text = read_tail(self.crumbs, MAX_CRUMBS).decode("utf-8", "replace")
+        except (OSError, Refused):
             return None
+        for line in text.splitlines():
+            if line.startswith("*"):
+                candidate = line[1:]
+            elif line == ".":
+                candidate = None
+            elif line.startswith("+"):
+                open_loads.append(line[1:])
+            elif line.startswith("-") and open_loads:
+                open_loads.pop()
         if not open_loads:
             return {"name": None, "file": None, "candidate": candidate} if candidate else None
         name, _, file = open_loads[-1].partition("\t")
@@ -376,9 +400,6 @@ class Worker:
 
     def stderr_tail(self, limit: int = 2000) -> str:
         try:
-            with open(self.stderr_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
+            return read_tail(self.stderr_path, limit).decode("utf-8", "replace")
+        except (OSError, Refused):
             return ""

@@ -287,6 +287,46 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+_ASCII = str.maketrans({"✘": "x", "✔": "ok", "→": "->", "·": "-", "–": "-", "—": "-", "…": "...", "~": "~"})
+
+
+class _AsciiStream:
+    """A stdout that cannot encode the report's symbols (``PYTHONIOENCODING=ascii``, a C
+    locale): they become ASCII, anything else a backslash escape, never an error."""
+
+    def __init__(self, stream: TextIO, encoding: str) -> None:
+        self.stream, self.encoding = stream, encoding
+
+    def write(self, text: str) -> int:
+        text = text.translate(_ASCII).encode(self.encoding, "backslashreplace").decode(self.encoding)
+        return self.stream.write(text)
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _encodable(stream: TextIO) -> TextIO:
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        "✘→·–…".encode(encoding)
+        return stream
+    except (UnicodeEncodeError, LookupError):
+        return _AsciiStream(stream, encoding if _known(encoding) else "ascii")  # type: ignore[return-value]
+
+
+def _known(encoding: str) -> bool:
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+        return True
+    except LookupError:
+        return False
+
+
 def _silence_stdout() -> None:
     """The reader of stdout is gone: what is still buffered must not fail again at exit."""
     try:
@@ -401,7 +441,9 @@ def _targets(args: argparse.Namespace, config: Config, root: Path) -> list[str]:
     for target in named:
         if not config_mod.is_target_name(target):
             raise UsageError(
-                f"{target!r} is not a module name (expected dotted.module, module:function or a .py file)"
+                f"{target[:100]!r}{'...' if len(target) > 100 else ''} is not a module name "
+                "(expected dotted.module, module:function or a .py file, at most "
+                f"{config_mod.MAX_TARGET_LEN} characters)"
             )
     # a package, named here or in the config, is all of its modules (found on disk, on this
     # interpreter's path: a named package is expanded only when probing this interpreter)
@@ -490,7 +532,7 @@ def _check_in_root(args: argparse.Namespace, config: Config, root: Path, start: 
             for message in config_mod.inert_rules(verdicts, config, [str(root), *sys.path[1:]]):
                 warnings.warn(message, stacklevel=1)
     report = Report(report.python, verdicts, report.policy, report.elapsed_s, report.probed)
-    write(report, args.format, verbose=args.verbose)
+    write(report, args.format, _encodable(sys.stdout), verbose=args.verbose)
     code = report.exit_code(strict=args.strict)
     if baseline is not None:
         comparison = baseline_mod.compare(report, baseline)
@@ -566,7 +608,7 @@ def _matrix(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     else:
-        print(table)
+        _encodable(sys.stdout).write(table + "\n")
     return 0
 
 

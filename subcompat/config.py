@@ -63,9 +63,29 @@ _KEYS = {"jobs", "fallback", "degraded", "timeout", "memory", "assume_incompatib
 def is_target_name(text: str) -> bool:
     """``dotted.module`` or ``dotted.module:function``, identifiers as Python defines them
     (``ñame`` is one); nothing else, not even a trailing newline."""
+    if len(text) > MAX_TARGET_LEN:  # before splitting: a 100 KB name is not a module
+        return False
     module, _, function = text.partition(":")
     parts = module.split(".") + ([function] if ":" in text else [])
     return all(part.isidentifier() for part in parts)
+
+
+MAX_CONFIG_BYTES = 16 << 20
+MAX_NESTING = 64  # arrays and inline tables inside each other; tomllib recurses on each
+MAX_TARGET_LEN = 1000  # characters of one target name
+
+
+def nesting(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings and comments: bounded before the
+    TOML parser sees it (it recurses once per level)."""
+    import re
+
+    bare = re.sub(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*', "", text)
+    depth = deepest = 0
+    for ch in re.findall(r"[\[\]{}]", bare):
+        depth = depth + 1 if ch in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def project_root(path: str | None, config: Config) -> tuple[Path, str]:
@@ -156,19 +176,28 @@ def load(start: Path | None = None) -> Config:
     path = find_pyproject(start)
     if path is None:
         return Config()
+    from subcompat._bounded import Refused, read_regular
+
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        raw, _ = read_regular(str(path), MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read ({exc.strerror or exc})") from None
+    except Refused as exc:
+        raise ConfigError(str(path), f"cannot read ({exc})") from None
     if not may_configure(raw):  # skip the TOML parser (and typing): ~6 ms of every start-up
         return Config(path=str(path))
     import tomllib
 
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        depth = nesting(text)
+        if depth > MAX_NESTING:
+            raise ConfigError(str(path), f"invalid TOML (arrays or tables nested {depth} deep, more than {MAX_NESTING})")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"invalid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(str(path), "invalid TOML (nested too deeply)") from None
     table = data.get("tool", {}).get("subcompat")
     if table is None:
         return Config(path=str(path))

@@ -62,7 +62,7 @@ from subcompat._records import (
     split_target,
 )
 from subcompat._seen import Seen, name_trials
-from subcompat._transport import STATS, ChildGone, ProbeError, Worker, Zygote
+from subcompat._transport import MAX_REPLY, STATS, ChildGone, ProbeError, Worker, Zygote
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
@@ -381,14 +381,16 @@ def _read_runs(stem: str, count: int) -> list[RawTrial]:
     """The main pass's runs, in order, up to the first one it did not finish."""
     import json
 
+    from subcompat._bounded import Refused, read_regular
+
     runs: list[RawTrial] = []
     for i in range(count):
         path = f"{stem}-{i}.json"
-        try:
-            with open(path, encoding="utf-8") as fh:
-                run = json.load(fh)
+        try:  # bounded, non-blocking: the job ran in the process that wrote it
+            raw, _ = read_regular(path, MAX_REPLY)
+            run = json.loads(raw.decode("utf-8", "replace"))
             os.unlink(path)
-        except (OSError, ValueError, RecursionError):
+        except (OSError, Refused, ValueError, RecursionError):
             break
         if not isinstance(run, dict):
             break

@@ -206,8 +206,22 @@ def parse_report(data: object) -> dict[str, Any]:
 def read_report(path: str) -> dict[str, Any]:
     """The report in the file ``path``: OSError if it cannot be read, ValueError (a
     ``ReportFormatError`` among them) if it is not JSON or not a report."""
-    with open(path, encoding="utf-8") as fh:
-        return parse_report(json.load(fh))
+    from subcompat._bounded import Refused, read_regular
+
+    try:  # a FIFO or /dev/zero given as a report must not hang or exhaust the reader
+        raw, _ = read_regular(path, MAX_REPORT_BYTES)
+    except Refused as exc:
+        raise OSError(0, str(exc), path) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    return parse_report(data)
+
+
+MAX_REPORT_BYTES = 256 << 20  # a report of 10,000 targets is a few MB
 
 
 #: culprits (and degraded extensions) the text report shows per target; ``verbose``: all
