@@ -42,9 +42,22 @@ def one(tree: Path, app: Path, targets: list[str], python: str) -> tuple[float, 
     out = app / "report.json"
     args_file = app / "targets.txt"
     args_file.write_text("\n".join(targets))
-    cmd = [python, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from subcompat.cli import main; "
-           "f = sys.argv.pop(1); sys.argv += open(f).read().split(); sys.exit(main())",
-           str(tree), str(args_file), "check", "--no-cache", "--format", "json", "--jobs", "2", "--timeout", "30"]
+    cmd = [
+        python,
+        "-c",
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); from subcompat.cli import main; "
+        "f = sys.argv.pop(1); sys.argv += open(f).read().split(); sys.exit(main())",
+        str(tree),
+        str(args_file),
+        "check",
+        "--no-cache",
+        "--format",
+        "json",
+        "--jobs",
+        "2",
+        "--timeout",
+        "30",
+    ]
     started = time.perf_counter()
     with open(out, "wb") as fh:
         subprocess.run(cmd, cwd=app, env=env, stdout=fh, stderr=subprocess.DEVNULL, check=False, timeout=3600)
@@ -84,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                     walls.setdefault((case, name), []).append(wall)
                     counts[(case, name)] = seen
                     print(f"round {rnd + 1} {case} {name}: {wall:.2f}s {seen}", file=sys.stderr)
-        print(f"| case | targets | tree | wall s (median, min-max) | ms per target | verdicts |")
+        print("| case | targets | tree | wall s (median, min-max) | ms per target | verdicts |")
         print("|---|---:|---|---|---:|---|")
         for (case, name), values in walls.items():
             med = statistics.median(values)
             n = len(cases[case])
-            print(f"| {case} | {n} | {name} | {med:.2f} ({min(values):.2f}-{max(values):.2f}) | "
-                  f"{1000 * med / n:.2f} | {counts[(case, name)]} |")
+            print(
+                f"| {case} | {n} | {name} | {med:.2f} ({min(values):.2f}-{max(values):.2f}) | "
+                f"{1000 * med / n:.2f} | {counts[(case, name)]} |"
+            )
         if args.against:
             for case in cases:
                 ratios = [o / t for t, o in zip(walls[(case, "this")], walls[(case, "other")], strict=True)]

@@ -48,7 +48,9 @@ def read_regular(path: str, limit: int) -> tuple[bytes, int]:
 def read_tail(path: str, limit: int) -> bytes:
     """The last ``limit`` bytes of a regular file (a worker's output, its breadcrumbs),
     never following a symlink: job code may have replaced the file with anything."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    flags = (
+        os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    )
     fd = os.open(path, flags)
     try:
         st = os.fstat(fd)

@@ -262,10 +262,17 @@ def _extra_finders():
     import importlib.machinery as machinery
 
     standard = (machinery.BuiltinImporter, machinery.FrozenImporter, machinery.PathFinder)
-    out = [type(f).__qualname__ if not isinstance(f, type) else f.__qualname__ for f in sys.meta_path
-           if f not in standard and type(f) not in standard]
-    hooks = [h for h in sys.path_hooks if getattr(h, "__name__", "") != "path_hook_for_FileFinder"
-             and h is not getattr(__import__("zipimport"), "zipimporter", None)]
+    out = [
+        type(f).__qualname__ if not isinstance(f, type) else f.__qualname__
+        for f in sys.meta_path
+        if f not in standard and type(f) not in standard
+    ]
+    hooks = [
+        h
+        for h in sys.path_hooks
+        if getattr(h, "__name__", "") != "path_hook_for_FileFinder"
+        and h is not getattr(__import__("zipimport"), "zipimporter", None)
+    ]
     out += [getattr(h, "__qualname__", repr(h)) for h in hooks]
     return out
 
@@ -429,6 +436,7 @@ class Child:
 
     def _run(self, req, where):
         self.counter += 1
+        os.makedirs(req["workdir"], 0o700, exist_ok=True)  # an earlier job may have removed it
         result_path = req["workdir"] + "/result-%d-%d.txt" % (os.getpid(), self.counter)
         params = {
             k: v
@@ -839,14 +847,14 @@ class Zygote:
         if op == "hello":
             return dict(describe_interpreter(self.child.backend, self.child.sys_path), ok=True)
         if op == "fork":
-            return {"ok": True, "pid": self.fork(fds[0], req)}
+            return {"ok": True, "pid": self.fork(fds[0], req, fds[1] if len(fds) > 1 else None)}
         if op == "reap":
             return dict(self.reap(int(req["pid"])), ok=True)
         if op == "locate":
             return {"ok": True, "absent": _absent(req["names"], req.get("sys_path") or self.child.sys_path)}
         raise ValueError("unknown op %r" % op)
 
-    def fork(self, sock_fd, req):
+    def fork(self, sock_fd, req, out_fd=None):
         if req.get("warm") and not self.warm:  # what trial workers need, loaded once, shared
             self.child.warm()
             self.warm = True
@@ -857,14 +865,14 @@ class Zygote:
             return pid
         code = 0
         try:
-            self._become_worker(sock_fd, req)
+            self._become_worker(sock_fd, req, out_fd)
             _serve(self.child, sock_fd)
         except BaseException:
             code = 70
         finally:
             _exit(code)
 
-    def _become_worker(self, sock_fd, req):
+    def _become_worker(self, sock_fd, req, out_fd=None):
         zygote = os.getppid()
         self.ctl.close()
         os.setsid()  # its own process group: the parent kills it and all it forked at once
@@ -878,7 +886,14 @@ class Zygote:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)  # job code reading stdin sees EOF
         os.close(null)
-        out = os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        # job output: a pipe the parent drains, keeping only its tail (nothing on disk);
+        # else a file in the scratch directory, made again if job code removed it
+        os.makedirs(req["workdir"], 0o700, exist_ok=True)
+        if out_fd is not None:
+            out = os.dup(out_fd)
+            os.close(out_fd)
+        else:
+            out = os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.close(out)
@@ -1005,7 +1020,7 @@ def _children():
 
 
 _JOB_ENV = "SUBCOMPAT_JOB_ENV"  # the variables the parent held back from our start-up
-_HELD = {}
+_HELD: "dict[str, str | None]" = {}
 
 
 def _restore_environment():

@@ -55,6 +55,7 @@ def isolated_env(env: dict[str, str] | None) -> dict[str, str]:
 
 
 MAX_CRUMBS = 4 << 20  # the tail of a worker's breadcrumbs that is read
+MAX_TAIL = 64 << 10  # of a worker's output, kept in memory (the rest is read and dropped)
 
 
 def _fresh_file(path: str) -> None:
@@ -101,6 +102,79 @@ class ChildGone(Exception):
         self.probe_failure = probe_failure  # it answered that its own code failed: no finding
 
 
+_STRAYS = {"contain": False, "subreaper": False}
+
+
+def contain_strays() -> None:
+    """Make this process (the CLI) a child subreaper once it starts a zygote: a worker
+    that left its process group, cleared its parent-death signal and killed its zygote
+    is reparented here, not to init, and ``sweep_strays`` ends it before the CLI exits.
+    Not for a library's host process: it would change how that process reaps."""
+    _STRAYS["contain"] = True
+
+
+def _subreaper() -> None:
+    if _STRAYS["contain"] and not _STRAYS["subreaper"]:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+            _STRAYS["subreaper"] = True
+        except (OSError, AttributeError):
+            pass
+
+
+def sweep_strays(wait_s: float = 2.0) -> int:
+    """Kill and reap every child this process still has (call once its own are done):
+    how many there were. Linux ``/proc``; nothing elsewhere."""
+    if not _STRAYS["subreaper"]:
+        return 0
+    killed = 0
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        pids = _own_children()
+        if not pids:
+            break
+        for pid in pids:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+                killed += 1
+            except ChildProcessError:
+                pass
+    return killed
+
+
+def _own_children() -> set[int]:
+    pids: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
+                pids.update(int(p) for p in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _stopped(pid: int) -> bool:
+    """Is ``pid`` stopped (``T``) or traced (``t``)? Linux ``/proc``; False elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read(4096)
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"T", b"t")
+    except (OSError, ValueError):
+        return False
+
+
 def describe_exit(sig: int | None, code: int | None) -> str:
     if sig:
         try:
@@ -141,7 +215,9 @@ class Zygote:
         import subprocess
         import tempfile
 
+        _subreaper()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        os.makedirs(self.workdir, 0o700, exist_ok=True)  # a job may have removed it
         fd, self.stderr_path = tempfile.mkstemp(prefix="zygote-", dir=self.workdir)
         try:
             with os.fdopen(fd, "wb") as err:
@@ -182,8 +258,7 @@ class Zygote:
                 socket.send_fds(self.ctl, [message], list(fds))
             else:
                 self.ctl.sendall(message)
-            self.ctl.settimeout(timeout)
-            raw = self.ctl.recv(1 << 20)
+            raw = self._reply(timeout)
         except (OSError, TimeoutError) as exc:
             self.kill()
             raise ChildGone("crash", None, f"probe zygote lost ({exc.__class__.__name__})") from None
@@ -194,6 +269,22 @@ class Zygote:
         if not reply.get("ok"):
             raise ProbeError(f"probe zygote failed on {op}: {reply.get('error')}")
         return reply
+
+    def _reply(self, timeout: float) -> bytes:
+        """The zygote's reply, waited for in slices: a zygote that job code stopped
+        (SIGSTOP, a tracer) is seen within a slice and taken down, not waited on."""
+        import select
+
+        assert self.ctl is not None and self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if select.select([self.ctl], [], [], min(left, 0.1))[0]:
+                return self.ctl.recv(1 << 20)
+            if _stopped(self.proc.pid):
+                raise TimeoutError("stopped")
 
     def hello(self, timeout: float) -> dict[str, Any]:
         return self.call("hello", timeout)
@@ -208,13 +299,16 @@ class Zygote:
         import socket
 
         self._serial += 1
+        os.makedirs(self.workdir, 0o700, exist_ok=True)  # a job may have removed it
         stem = os.path.join(self.workdir, f"w{os.getpid()}-{id(self):x}-{self._serial}")
         ours, theirs = socket.socketpair()
+        out_r, out_w = os.pipe()  # the worker's stdout and stderr: drained here, tail kept
+        os.set_blocking(out_r, False)
         try:
             reply = self.call(
                 "fork",
                 timeout=60.0,
-                fds=(theirs.fileno(),),
+                fds=(theirs.fileno(), out_w),
                 workdir=self.workdir,
                 stderr=stem + ".err",
                 memory=memory_bytes,
@@ -222,11 +316,13 @@ class Zygote:
             )
         except BaseException:
             ours.close()
+            os.close(out_r)
             raise
         finally:
             theirs.close()
+            os.close(out_w)
         STATS["workers_forked"] += 1
-        return Worker(self, int(reply["pid"]), ours, stem)
+        return Worker(self, int(reply["pid"]), ours, stem, out_r)
 
     def reap(self, pid: int) -> dict[str, Any]:
         """Kill ``pid``'s process group, reap it and its strays: its signal, exit code
@@ -277,8 +373,12 @@ class Zygote:
 class Worker:
     """One forked worker: requests and replies as JSON lines on its own socket."""
 
-    def __init__(self, zygote: Zygote, pid: int, sock: socket.socket, stem: str) -> None:
+    def __init__(
+        self, zygote: Zygote, pid: int, sock: socket.socket, stem: str, out: int | None = None
+    ) -> None:
         self.zygote = zygote
+        self.out = out  # read end of the worker's output pipe
+        self.tail = bytearray()  # the last MAX_TAIL bytes of that output
         self.pid = pid
         self.sock: socket.socket | None = sock
         self.stem = stem
@@ -306,11 +406,21 @@ class Worker:
         deadline = time.monotonic() + max(0.0, timeout)
         with selectors.DefaultSelector() as sel:
             sel.register(self.sock, selectors.EVENT_READ)
+            if self.out is not None:
+                sel.register(self.out, selectors.EVENT_READ)
             while b"\n" not in self._buf:
                 left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
+                events = sel.select(left) if left > 0 else []
+                if not events:
                     self.close()
                     raise ChildGone("timeout", None, f"no answer within {timeout:g}s", ours=True)
+                ready = {key.fd for key, _ in events}
+                if self.out is not None and self.out in ready and not self._drain():
+                    sel.unregister(self.out)  # every writer is gone: nothing more to read
+                    os.close(self.out)
+                    self.out = None
+                if self.sock.fileno() not in ready:
+                    continue
                 try:
                     chunk = self.sock.recv(1 << 16)
                 except OSError:
@@ -356,6 +466,24 @@ class Worker:
         sig, code = self.close()
         raise ChildGone("crash", sig, describe_exit(sig, code))
 
+    def _drain(self) -> bool:
+        """Read what the worker's output pipe holds (bounded), keeping the tail; False
+        once every writer has closed it."""
+        assert self.out is not None
+        for _ in range(256):  # at most 16 MiB a call: a flood cannot keep us here
+            try:
+                chunk = os.read(self.out, 1 << 16)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            self.tail += chunk
+            if len(self.tail) > MAX_TAIL:
+                del self.tail[: len(self.tail) - MAX_TAIL]
+        return True
+
     def close(self) -> tuple[int | None, int | None]:
         """Kill and reap this worker and everything it started; (signal, exit code)."""
         if self.exit is None:
@@ -365,6 +493,10 @@ class Worker:
             reaped = self.zygote.reap(self.pid)
             self.exit = (reaped.get("signal"), reaped.get("code"))
             self.maxrss_kb = reaped.get("maxrss_kb")
+            if self.out is not None:  # what it wrote before it died (a faulthandler dump)
+                self._drain()
+                os.close(self.out)
+                self.out = None
         return self.exit
 
     def discard(self) -> None:
@@ -399,6 +531,10 @@ class Worker:
         return {"name": name, "file": file or None, "candidate": candidate}
 
     def stderr_tail(self, limit: int = 2000) -> str:
+        if self.out is not None:
+            self._drain()
+        if self.tail:
+            return bytes(self.tail[-limit:]).decode("utf-8", "replace")
         try:
             return read_tail(self.stderr_path, limit).decode("utf-8", "replace")
         except (OSError, Refused):

@@ -504,6 +504,9 @@ def _check_in_root(args: argparse.Namespace, config: Config, root: Path, start: 
     policy = Policy(fallback=args.fallback or config.fallback, degraded=args.degraded or config.degraded)
     cache = _open_cache(args)
     progress = _Progress.for_stream(sys.stderr, args.progress)
+    from subcompat import _transport
+
+    _transport.contain_strays()  # what escapes the probe's own containment ends with us
     try:
         report = check(
             targets,
@@ -521,6 +524,7 @@ def _check_in_root(args: argparse.Namespace, config: Config, root: Path, start: 
     except OSError as exc:
         raise UsageError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
     finally:
+        _transport.sweep_strays()
         if progress is not None:
             progress.clear()
         if cache is not None:

@@ -129,7 +129,9 @@ def _subdirectories(root: Path) -> list[Path]:
     thousands of unimportable targets asks for each)."""
     if root not in _SUBDIRS:
         try:
-            _SUBDIRS[root] = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[:200]
+            _SUBDIRS[root] = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[
+                :200
+            ]
         except OSError:
             _SUBDIRS[root] = []
     return _SUBDIRS[root]
@@ -192,7 +194,9 @@ def load(start: Path | None = None) -> Config:
         text = raw.decode("utf-8")
         depth = nesting(text)
         if depth > MAX_NESTING:
-            raise ConfigError(str(path), f"invalid TOML (arrays or tables nested {depth} deep, more than {MAX_NESTING})")
+            raise ConfigError(
+                str(path), f"invalid TOML (arrays or tables nested {depth} deep, more than {MAX_NESTING})"
+            )
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"invalid TOML ({exc})") from None

@@ -347,6 +347,11 @@ def _crashes_and_hangs(ev: _Evidence, found: _Findings) -> None:
             continue
         if t.kind == "pair":  # one interpreter got through: _pair_failures
             continue
+        tail = _output_tail(t.error.stderr if t.error else "")
+        if tail:  # the worker's output is kept as a tail (64 KiB): its last lines say most
+            note = f"last output of the process that ran {t.candidate} ({t.kind}): {tail}"
+            if note not in found.notes:
+                found.notes.append(note)
         crumb = t.culprit
         name = (crumb and (crumb.name or crumb.candidate)) or t.candidate
         file = (crumb and crumb.file) or t.file
@@ -611,6 +616,15 @@ def _accelerator(
 
 def _fails_alone(t: Trial | None) -> bool:
     return t is not None and t.status == "failed"
+
+
+def _output_tail(text: str) -> str:
+    """The job's last lines before the interpreter's own fatal-error dump, on one line."""
+    cut = text.rfind("Fatal Python error:")
+    fatal = text[cut:].partition("\n")[0] if cut >= 0 else ""
+    lines = [line.strip() for line in (text[:cut] if cut >= 0 else text).splitlines() if line.strip()]
+    shown = " | ".join([*lines[-3:], *([fatal] if fatal else [])])
+    return shown[-400:]
 
 
 def _everywhere(t: Trial, name: str) -> str:

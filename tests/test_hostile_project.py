@@ -9,14 +9,12 @@ stop or kill their zygote. The contract of ``_hostile.contract_problems`` holds 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from _hostile import (
@@ -51,7 +49,9 @@ def _cli(args, *, cwd, env):
     """``python -m subcompat ARGS`` as a user runs it: the current directory is first on
     the CLI's own path (runpy), so a project's json.py is right there."""
     env = dict(env)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    )
     proc = subprocess.Popen(
         ["prlimit", f"--as={AS_CAP}", sys.executable, "-m", "subcompat", *args],
         cwd=cwd,
@@ -84,7 +84,13 @@ def run(app, args, *, base, timeout=3.0, env_extra=None, json_format=True):
     proc, out, err = _cli(args, cwd=app, env=env)
     try:
         return finish_run(
-            proc, out, err, args=args, marker=marker, tmpdir=tmpdir, started=started,
+            proc,
+            out,
+            err,
+            args=args,
+            marker=marker,
+            tmpdir=tmpdir,
+            started=started,
             hard_timeout_s=budget(timeout) + 30,
         )
     finally:
@@ -97,7 +103,9 @@ def _clean(problems, what, r):
 
 # -- 1. a slow import on a busy machine is not a bug --------------------------------------
 
-SLOW = PRELUDE + """
+SLOW = (
+    PRELUDE
+    + """
 import time as _time
 
 _t = _time.monotonic()
@@ -108,13 +116,16 @@ while _time.monotonic() - _t < {seconds}:  # CPU, in every interpreter
 def job():
     return 1
 """
+)
 
 
 def test_a_slow_import_is_blamed_only_on_an_equal_main_check(tmp_path):
     """Two imports that each need more than half the budget, side by side (--jobs 2, both
     cores busy): each is a transient ``timeout`` giving both figures, or an ``error``
     whose main-interpreter check had at least the time the sub-interpreter trial had."""
-    app = write_hostile_app(tmp_path / "app", {"slow_a": SLOW.format(seconds=1.6), "slow_b": SLOW.format(seconds=1.6)})
+    app = write_hostile_app(
+        tmp_path / "app", {"slow_a": SLOW.format(seconds=1.6), "slow_b": SLOW.format(seconds=1.6)}
+    )
     targets = ["slow_a:job", "slow_b:job"]
     r = run(app, ["check", *targets, "--jobs", "2"], base=tmp_path, timeout=2)
     problems = contract_problems(r, targets, timeout=2, neighbours=())
@@ -138,7 +149,9 @@ def test_a_slow_import_is_blamed_only_on_an_equal_main_check(tmp_path):
 
 SHADOWS = {
     # each leaves a mark when imported: the probe must never import them for itself
-    "types": "import os\nopen(os.environ['SHADOW_MARKS'] + '/types', 'w').close()\nos.environ['SHADOWED'] = '1'\n",
+    "types": (
+        "import os\nopen(os.environ['SHADOW_MARKS'] + '/types', 'w').close()\nos.environ['SHADOWED'] = '1'\n"
+    ),
     "signal": "SIGTERM = 15  # a constant, nothing else: the real signal module is not here\n",
     "json": "raise ImportError('the project root json.py shadows the stdlib json')\n",
     "socket": "raise ImportError('the project root socket.py shadows the stdlib socket')\n",
