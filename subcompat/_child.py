@@ -52,6 +52,9 @@ def _load_sibling(name):
 _support = _load_sibling("_support")  # once, at import: Backend() is built from many threads
 _bounded = _load_sibling("_bounded")  # reads files job code could have swapped (FIFO, /dev/zero)
 _PyCF_ONLY_AST = 0x400
+# per zygote, in the names of its workers' files: in a PID namespace of its own, every
+# zygote's workers have the same small pids, and the scratch directory is shared
+_TOKEN = os.urandom(6).hex()
 
 
 def _literal_eval(text, name):
@@ -384,7 +387,7 @@ class Child:
                 session.exec(*self.trial_source)
         self.counter += 1
         names = req["names"]
-        stem = "%s/pair-%d-%d-" % (req["workdir"], os.getpid(), self.counter)
+        stem = "%s/pair-%s-%d-%d-" % (req["workdir"], _TOKEN, os.getpid(), self.counter)
         for i, session in enumerate(self._pair):
             session.bind("_sc_names", "\0".join(names))
             session.bind("_sc_files", "\0".join(req["files"]))
@@ -437,7 +440,7 @@ class Child:
     def _run(self, req, where):
         self.counter += 1
         os.makedirs(req["workdir"], 0o700, exist_ok=True)  # an earlier job may have removed it
-        result_path = req["workdir"] + "/result-%d-%d.txt" % (os.getpid(), self.counter)
+        result_path = req["workdir"] + "/result-%s-%d-%d.txt" % (_TOKEN, os.getpid(), self.counter)
         params = {
             k: v
             for k, v in req.items()

@@ -165,6 +165,45 @@ def _own_children() -> set[int]:
     return pids
 
 
+_CONTAIN: list[list[str]] = []
+
+
+def containment_prefix() -> list[str]:
+    """The command that puts a zygote in a PID namespace of its own, where the machine
+    allows it (root, util-linux ``unshare``; ``SUBCOMPAT_CONTAIN=off`` turns it off): the
+    zygote is that namespace's init, so when it ends the kernel ends every process in
+    it, whatever they did (``setsid``, no parent-death signal), and job code cannot kill
+    or stop it. ``/proc`` is the namespace's own. Elsewhere: [] (sessions, parent-death
+    signals and subreapers, as always). Tried once per process."""
+    if not _CONTAIN:
+        _CONTAIN.append(_try_namespace())
+    return _CONTAIN[0]
+
+
+def containment() -> str:
+    """Which containment the probe's processes run under: ``pid-namespace`` or ``process-groups``."""
+    return "pid-namespace" if containment_prefix() else "process-groups"
+
+
+def _try_namespace() -> list[str]:
+    import shutil
+    import subprocess
+
+    if os.environ.get("SUBCOMPAT_CONTAIN", "").lower() in ("off", "0", "no") or not hasattr(os, "geteuid"):
+        return []
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        return []
+    prefix = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]
+    try:
+        done = subprocess.run(
+            [*prefix, "true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return prefix if done.returncode == 0 else []
+
+
 def _stopped(pid: int) -> bool:
     """Is ``pid`` stopped (``T``) or traced (``t``)? Linux ``/proc``; False elsewhere."""
     try:
@@ -222,7 +261,11 @@ class Zygote:
         try:
             with os.fdopen(fd, "wb") as err:
                 self.proc = subprocess.Popen(
-                    [self.python, "-X", "faulthandler", "-c", _BOOT, _CHILD, str(theirs.fileno())],
+                    [
+                        *containment_prefix(),
+                        self.python,
+                        *("-X", "faulthandler", "-c", _BOOT, _CHILD, str(theirs.fileno())),
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=err,
                     stderr=err,

@@ -65,7 +65,11 @@ def _write(P, data):
 
 def _emit(os, path, data):
     text = _literal(data).encode("utf-8", "replace")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError:  # job code removed the probe's scratch directory: make it again
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         while text:
             text = text[os.write(fd, text) :]
@@ -75,7 +79,11 @@ def _emit(os, path, data):
 
 def _note(os, path, text):
     """One breadcrumb line (the parent names what was under way if the process dies)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # the scratch directory was removed: make it again
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, (text + "\n").encode("utf-8", "replace"))
     finally:
