@@ -370,15 +370,21 @@ def job():
 }
 
 
+CONTAIN = ["auto", "off"]  # auto: a PID namespace where the machine allows it; off: the fallback
+
+
+@pytest.mark.parametrize("contain", CONTAIN)
 @pytest.mark.parametrize("name", sorted(DAMAGE))
-def test_damage_stays_with_its_target(tmp_path, name):
+def test_damage_stays_with_its_target(tmp_path, name, contain):
     """``good_a DAMAGE good_b``: the neighbours stay compatible, the run keeps its budget,
-    nothing is left behind (the contract), and what each kind of damage needs besides."""
+    nothing is left behind (the contract), and what each kind of damage needs besides;
+    under either containment."""
     stat = tmp_path / "flood-stat"
     app = write_hostile_app(tmp_path / "app", {name: DAMAGE[name]})
     targets = [NEIGHBOURS[0], f"{name}:job" if name != "flood" else name, NEIGHBOURS[1]]
     args = ["check", *targets, "--jobs", "1"]  # one after the other: the damage comes first
-    r = run(app, args, base=tmp_path, timeout=4, env_extra={"FLOOD_STAT": str(stat)})
+    env = {"FLOOD_STAT": str(stat), "SUBCOMPAT_CONTAIN": contain}
+    r = run(app, args, base=tmp_path, timeout=4, env_extra=env)
     problems = contract_problems(r, targets, timeout=4)
     if name == "flood":
         size = int(stat.read_text()) if stat.exists() else -1
