@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 #: its own copies; a package of 1,500 modules repeated the same 55 culprits 1,500 times).
 JSON_SCHEMA = 2
 READ_SCHEMAS = (1, 2)  # what ``parse_report`` reads (schema 1 as it was written)
-#: the tables of schema 2, each a list; a module's field of the same name lists indices
+#: the tables of schema 2, each a list; a module's field of the same name gives indices into
+#: it as runs, in order ("0-54,57": entries 0 to 54, then 57; a list of ints reads too)
 TABLES = ("culprits", "degraded", "extensions", "files", "dist_stamps")
 
 EXIT_OK = 0
@@ -89,18 +90,18 @@ class Report:
                 "target": v.target,
                 "verdict": v.verdict,
                 "reason": v.reason,
-                "culprits": [ref("culprits", c, c.to_json) for c in v.culprits],
-                "degraded": [ref("degraded", c, c.to_json) for c in v.degraded],
+                "culprits": _runs([ref("culprits", c, c.to_json) for c in v.culprits]),
+                "degraded": _runs([ref("degraded", c, c.to_json) for c in v.degraded]),
                 "route": route_for(v, self.policy).route,
                 "advice": advice(v, self.policy),
                 "notes": list(v.notes),
                 "warnings": list(v.warnings),
-                "extensions": [ref("extensions", e, partial(ext, e)) for e in v.extensions],
+                "extensions": _runs([ref("extensions", e, partial(ext, e)) for e in v.extensions]),
                 "elapsed_s": round(v.elapsed_s, 4),
                 "cached": v.cached,
                 "transient": v.transient or None,
-                "files": [ref("files", f) for f in v.files],
-                "dist_stamps": [ref("dist_stamps", d) for d in v.dist_stamps],
+                "files": _runs([ref("files", f) for f in v.files]),
+                "dist_stamps": _runs([ref("dist_stamps", d) for d in v.dist_stamps]),
             }
             for v in self.verdicts
         ]
@@ -131,6 +132,36 @@ def use_colour(stream: IO[str]) -> bool:
     if os.environ.get("FORCE_COLOR"):
         return True
     return hasattr(stream, "isatty") and stream.isatty()
+
+
+def _runs(refs: list[int]) -> str:
+    """Indices as runs, in order: [3, 4, 5, 9, 1] -> "3-5,9,1" (modules of one package list
+    the same long stretches of each table)."""
+    parts: list[str] = []
+    start = prev = None
+    for r in [*refs, None]:
+        if prev is not None and r == prev + 1:
+            prev = r
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = r
+    return ",".join(parts)
+
+
+def _unruns(text: str, size: int) -> list[int | None] | None:
+    """``_runs`` read back against a table of ``size`` entries: an index outside it is
+    None; None for text that is not runs, or that lists more than the table holds."""
+    out: list[int | None] = []
+    for part in text.split(",") if text else ():
+        first, _, last = part.partition("-")
+        if not (first.isdigit() and (last.isdigit() or not _)):
+            return None
+        lo, hi = int(first), int(last or first)
+        if hi < lo or len(out) + hi - lo >= max(size, 1) * 2:  # a bound on what a line can claim
+            return None
+        out.extend(i if i < size else None for i in range(lo, hi + 1))
+    return out
 
 
 def render_json(report: Report) -> str:
@@ -180,6 +211,9 @@ def parse_report(data: object) -> dict[str, Any]:
         tables[name] = table if isinstance(table, list) else []
 
     def resolve(table: list[Any], refs: object) -> object:
+        if isinstance(refs, str):  # runs of indices, as schema 2 writes them
+            found = _unruns(refs, len(table))
+            return [None] if found is None else [None if i is None else table[i] for i in found]
         if not isinstance(refs, list):
             return refs
         out: list[Any] = []

@@ -52,7 +52,7 @@ def test_what_many_modules_share_is_written_once_and_read_into_each(tmp_path):
     )
     raw = report.Report("3.14.0", verdicts).to_json()
     assert raw["schema"] == 2 and len(raw["culprits"]) == 2 and len(raw["files"]) == 1
-    assert raw["modules"][3]["culprits"] == [0, 1] and raw["modules"][0]["culprits"] == [0]
+    assert raw["modules"][3]["culprits"] == "0-1" and raw["modules"][0]["culprits"] == "0"  # runs of indices
     data = report.read_report(_written(tmp_path, raw))
     assert [len(m["culprits"]) for m in data["modules"]] == [1] + [2] * 49
     assert all(
@@ -61,6 +61,9 @@ def test_what_many_modules_share_is_written_once_and_read_into_each(tmp_path):
     assert report.read_report(_written(tmp_path, data)) == data  # read, written, read again: the same
     raw["modules"][1]["culprits"] = [0, 7]
     assert report.read_report(_written(tmp_path, raw))["modules"][1]["culprits"] == [shared.to_json(), None]
+    for bad in ("0-99999999", "x", "1-", "3-1"):  # not runs, or more than the table holds: one None
+        raw["modules"][1]["culprits"] = bad
+        assert report.read_report(_written(tmp_path, raw))["modules"][1]["culprits"] == [None], bad
     old = {"schema": 1, "python": "3.13.0", "modules": [{"target": "a", "culprits": [own.to_json()]}]}
     assert report.read_report(_written(tmp_path, old)) == old
     text = report.render_json(report.Report("3.14.0", verdicts))
