@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     #: first-party code takes from a module, an extension in two live interpreters.
     TrialKind = Literal["job", "lazy", "extension", "classify", "main", "name", "pair"]
     TrialStatus = Literal["ok", "failed", "crash", "timeout", "missing"]
+    #: why a result says more about this run than about the code (``ProbeResult.transient``)
+    TransientCause = Literal[
+        "a time limit", "the trial cap", "the memory limit", "an external kill", "a probe failure"
+    ]
 
     class RawLink(TypedDict, total=False):
         type: str
@@ -96,6 +100,8 @@ if TYPE_CHECKING:
         lazy: list[RawLazy]
         pending: list[RawPending]
         refs: list[RawRef]
+        unloaded: list[str]  # files of modules found and not loaded (``_trial._unloaded``)
+        looked_in: list[str]  # where a module a ModuleNotFoundError named was looked for
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,10 @@ def parse_breadcrumb(raw: object) -> Breadcrumb | None:
 
 
 PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not finish
+#: ``TransientCause``'s values: a verdict carrying one is never cached
+TRANSIENT_CAUSES = frozenset(
+    {"a time limit", "the trial cap", "the memory limit", "an external kill", "a probe failure"}
+)
 TRIAL_CAP = "trial cap"  # opens the message of a trial not run because the target's cap was reached
 
 
@@ -285,9 +295,12 @@ class ProbeResult:
     loaded: frozenset[str] = field(default_factory=frozenset)  # extensions loaded in a sub
     limits: dict[str, float] = field(default_factory=dict)  # timeout_s, memory_mb it ran under
     skipped: frozenset[str] = field(default_factory=frozenset)  # accelerators only a main interpreter loaded
+    # beyond the tree, what the result rests on: the files of modules whose import failed,
+    # and the directories where a module found missing was looked for
+    depends_on: frozenset[str] = field(default_factory=frozenset)
 
     @property
-    def transient(self) -> str | None:
+    def transient(self) -> TransientCause | None:
         """Why this result says more about this run than about the module (a limit was
         hit, someone killed the probe, the probe broke), or None: not a fact to cache."""
         for t in self.trials:

@@ -35,8 +35,12 @@ class Seen:
         self.in_sub: set[str] = set()  # every module a sub-interpreter ended with
         self.sampled: dict[str, ModuleInfo] = {}  # extensions packages load in a main interpreter
         self.missing: dict[tuple[str, str], RawRef] = {}  # names a sub-interpreter lacked
+        self.depends_on: set[str] = set()  # failed modules' files, where missing ones were looked for
 
     def absorb(self, raw: RawTrial, in_sub: bool = True) -> None:
+        for path in (*raw.get("unloaded", ()), *raw.get("looked_in", ())):
+            if isinstance(path, str) and os.path.isabs(path) and os.path.exists(path):
+                self.depends_on.add(path)
         failures = parse_failures(
             [*raw.get("failures", ()), *(f for lz in raw.get("lazy", ()) for f in lz.get("failures", ()))]
         )

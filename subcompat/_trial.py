@@ -156,6 +156,8 @@ def _begin(arg):
     loader_cls.exec_module = exec_module
 
     edges = {}
+    asked = {}  # name -> the path its finders were first given (what a failure depends on)
+    not_found = set()  # modules a ModuleNotFoundError named: their absence is a finding
 
     class Tracer:
         @staticmethod
@@ -163,6 +165,8 @@ def _begin(arg):
             try:
                 if name not in edges:
                     trace(name)
+                if name not in asked:
+                    asked[name] = path
             except BaseException:  # never the reason an import fails
                 pass
             return None
@@ -188,6 +192,8 @@ def _begin(arg):
         while cur is not None and id(cur) not in seen and len(chain) < 16:
             seen.add(id(cur))
             chain.append({"type": type(cur).__name__, "msg": _text(cur)})
+            if isinstance(cur, ModuleNotFoundError) and type(getattr(cur, "name", None)) is str:
+                not_found.add(cur.name)
             try:
                 cur = cur.__cause__ or cur.__context__
             except BaseException:
@@ -266,6 +272,8 @@ def _begin(arg):
         "crumb": crumb,
         "machinery": machinery,
         "undo": (Tracer, loader_cls, orig_create, orig_exec),
+        "asked": asked,
+        "not_found": not_found,
     }
     scan = error is None and mode in ("job", "lazy") and P.get("lazy", True)
     _write(P, {"scan": scan, "new": _new_sources(S) if scan else []})
@@ -434,8 +442,46 @@ def _finish(arg):
             "lazy": S["lazy"],
             "pending": leftover,
             "refs": S.get("refs", []),
+            "unloaded": _unloaded(S),
+            "looked_in": _looked_in(S),
         },
     )
+
+
+MAX_UNLOADED = 1000  # lookups _unloaded makes at most (each a few cached stats)
+
+
+def _unloaded(S):
+    """The files of modules that were looked for, found on disk and not loaded (their
+    import failed, or was abandoned): a verdict that rests on that failure depends on them."""
+    loaded = set(_module_names())
+    finder = S["machinery"].PathFinder
+    out = []
+    for name, path in list(S["asked"].items())[:MAX_UNLOADED]:
+        if name in loaded:
+            continue
+        try:
+            origin = _attr(finder.find_spec(name, path), "origin")
+        except BaseException:
+            continue
+        if type(origin) is str and origin not in out:
+            out.append(origin)
+    return out
+
+
+def _looked_in(S):
+    """Where each module a ModuleNotFoundError named was looked for (its parent package's
+    directories, else ``sys.path``): creating it there changes the verdict."""
+    out = []
+    for name in sorted(S["not_found"]):
+        parent = name.rpartition(".")[0]
+        path = _attr(sys.modules.get(parent), "__path__") if parent else None
+        try:
+            entries = list(sys.path if path is None else path)
+        except BaseException:
+            continue
+        out.extend(p for p in entries if type(p) is str and p not in out)
+    return out
 
 
 # -- two live interpreters at once (the probe child's ``pair`` op) ---------------------------

@@ -9,7 +9,9 @@ half-written file is detectable; JSON in the rows, never pickle. Keys:
 - for an extension, its file's stamp and its distribution version.
 
 A stamp is (size, mtime_ns) plus a content hash: when size or mtime differ, the hash
-decides, so a ``touch`` does not throw a verdict away but a rebuilt wheel does.
+decides, so a ``touch`` does not throw a verdict away but a rebuilt wheel does. A
+directory (where a module found missing was looked for: installing it there must
+re-probe) is stamped by the hash of its names.
 
 Failures. The cache only saves time, so none of its failures stops a run:
 
@@ -70,7 +72,7 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-SCHEMA = 3
+SCHEMA = 4  # 4: error verdicts are cached, their stamps include failed files and directories
 HASH_LIMIT = 64 << 20  # bigger files are keyed on size and mtime only
 
 _SCHEMA_SQL = """
@@ -274,12 +276,13 @@ class Stamp:
             st = os.stat(path)
         except (OSError, ValueError):
             return None
-        version = (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        size = _size(st)
+        version = (path, size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         if version in _DIGESTS:
             digest = _DIGESTS[version]
         else:
-            digest = _DIGESTS[version] = _digest(path, st.st_size)
-        return cls(path, st.st_size, st.st_mtime_ns, digest)
+            digest = _DIGESTS[version] = _digest(path, size, stat.S_ISDIR(st.st_mode))
+        return cls(path, size, st.st_mtime_ns, digest)
 
     def still_valid(self) -> bool | Stamp:
         """True if unchanged; a refreshed Stamp if only size/mtime moved; False if changed."""
@@ -287,13 +290,14 @@ class Stamp:
             st = os.stat(self.path)
         except (OSError, ValueError):  # ValueError: a NUL in a path read from a bad row
             return False
-        if st.st_size == self.size and st.st_mtime_ns == self.mtime_ns:
+        size = _size(st)
+        if size == self.size and st.st_mtime_ns == self.mtime_ns:
             return True
-        if self.digest is None or st.st_size != self.size:
+        if self.digest is None or size != self.size:
             return False
-        if _digest(self.path, st.st_size) != self.digest:
+        if _digest(self.path, size, stat.S_ISDIR(st.st_mode)) != self.digest:
             return False
-        return Stamp(self.path, st.st_size, st.st_mtime_ns, self.digest)
+        return Stamp(self.path, size, st.st_mtime_ns, self.digest)
 
     def to_json(self) -> list[Any]:
         return [self.path, self.size, self.mtime_ns, self.digest]
@@ -310,7 +314,20 @@ class Stamp:
 _DIGESTS: dict[tuple[str, int, int, int, int], str | None] = {}
 
 
-def _digest(path: str, size: int) -> str | None:
+def _size(st: os.stat_result) -> int:
+    """A file's size; 0 for a directory (its listing's hash tells whether it changed)."""
+    return 0 if stat.S_ISDIR(st.st_mode) else st.st_size
+
+
+def _digest(path: str, size: int, is_dir: bool = False) -> str | None:
+    """A file's content hash; for a directory (where a missing module was looked for),
+    the hash of its names, ``__pycache__`` aside: an import writing bytecode is no change."""
+    if is_dir:
+        try:
+            names = sorted(n for n in os.listdir(path) if n != "__pycache__")
+        except (OSError, ValueError):
+            return None
+        return str(sha256("\0".join(names).encode("utf-8", "surrogateescape")).hexdigest()[:32])
     if size > HASH_LIMIT:
         return None
     try:

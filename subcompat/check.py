@@ -14,7 +14,7 @@ from subcompat.cache import Cache, environment_key
 from subcompat.probe import DEFAULT_MEMORY_MB, Interpreter, Prober
 from subcompat.report import Report
 from subcompat.route import DEFAULT_POLICY, Policy
-from subcompat.verdict import ERROR, INCOMPATIBLE, UNSUPPORTED, Culprit, Verdict, decide, short_name
+from subcompat.verdict import INCOMPATIBLE, UNSUPPORTED, Culprit, Verdict, decide, short_name
 
 #: What each supported runtime imports in every sub-interpreter before a job runs.
 RUNTIMES: dict[str, tuple[str, ...]] = {
@@ -53,8 +53,9 @@ def check(
     ``progress(done, total, probing)`` is told as each target finishes (``probing``: the
     first one still running).
 
-    Each verdict is cached as soon as it is decided (a run cut short keeps what it
-    found), except those a limit or an outside kill decided: they are not facts."""
+    Each verdict that is a fact about the code (``Verdict.lasting``: ``error`` ones too,
+    and with their warnings and notes) is cached as soon as it is decided, so a run cut
+    short keeps what it found; one a limit, an outside kill or a probe failure decided is not."""
     started = time.perf_counter()
     preload = RUNTIMES[runtime]
     interp = known_interpreter(python, cache)
@@ -166,9 +167,8 @@ def _probe_and_keep(
 
             verdict = replace(verdict, transient=changed, notes=(*verdict.notes, changed))
         found[result.target] = verdict
-        lasting = verdict.verdict not in (ERROR, UNSUPPORTED) and not verdict.transient
         if cache is not None:
-            if lasting:
+            if verdict.lasting:
                 cache.put_job(key, env, verdict)
                 cache.put_extensions(key, verdict.extensions)
             cache.release(key, env, result.target)

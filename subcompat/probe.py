@@ -717,6 +717,7 @@ class Prober:
             frozenset(seen.loaded),
             limits=self.limits,
             skipped=skipped,
+            depends_on=frozenset(seen.depends_on),
         )
 
     def _inherit(

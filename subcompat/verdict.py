@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from subcompat._records import TrialError, parse_error
+from subcompat._records import TRANSIENT_CAUSES, TrialError, parse_error
 from subcompat._toolchain import MARKERS as _TOOLCHAINS  # noqa: F401 - read by the tests
 from subcompat._toolchain import toolchain_of
 from subcompat.discover import Edge, ModuleInfo, ModuleTree
@@ -108,11 +108,20 @@ class Verdict:
     extensions: tuple[ExtensionVerdict, ...] = ()
     elapsed_s: float = 0.0
     cached: bool = False
-    transient: str = ""  # why this verdict is not a fact about the module (never cached)
+    # "" for a fact about the code, else the TransientCause that decided it (never cached);
+    # annotated str: the cache checks a row's fields against their annotations
+    transient: str = ""
 
     @property
     def ok(self) -> bool:
         return self.verdict == COMPATIBLE
+
+    @property
+    def lasting(self) -> bool:
+        """A fact about the code, kept in the cache under its stamps: ``error`` too (the
+        module fails in a main interpreter), with its warnings and notes. Not one a limit,
+        an outside kill or a probe failure decided, nor ``unsupported`` (the interpreter's)."""
+        return self.verdict != UNSUPPORTED and not self.transient
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,8 +157,15 @@ class Verdict:
             extensions=tuple(ExtensionVerdict.from_json(e) for e in data.get("extensions", ())),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             cached=bool(data.get("cached", False)),
-            transient=str(data.get("transient") or ""),
+            transient=_transient(data.get("transient")),
         )
+
+
+def _transient(value: object) -> str:
+    """A stored cause as the vocabulary has it; anything else that is set is no fact either."""
+    if not value:
+        return ""
+    return value if isinstance(value, str) and value in TRANSIENT_CAUSES else "a probe failure"
 
 
 @dataclass(frozen=True)
@@ -218,7 +234,7 @@ def decide(result: ProbeResult) -> Verdict:
         target=result.target,
         verdict=UNSUPPORTED,
         python=interp.python,
-        files=_dependency_files(tree),
+        files=tuple(sorted({*_dependency_files(tree), *result.depends_on})),
         dist_stamps=tuple(sorted({m.dist_stamp for m in tree.modules if m.dist_stamp})),
         elapsed_s=result.elapsed_s,
     )
