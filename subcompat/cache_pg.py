@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from subcompat.discover import ModuleInfo
     from subcompat.probe import Trial
 
-SCHEMA = 1
+SCHEMA = 2  # 2: error verdicts are kept, with stamps of failed files and looked-in directories
 TABLE = f"subcompat_verdicts_v{SCHEMA}"
 LOCK_SPACE = 0x53434D50  # first key of subcompat's advisory locks ("SCMP")
 CONNECT_S = 2  # libpq's smallest useful connect_timeout

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from _req import require_or_skip
 
+from subcompat import cache_pg
+
 pytestmark = pytest.mark.needs_subinterpreters
 
 HERE = Path(__file__).parent
@@ -100,7 +102,7 @@ def _wait_ready(procs) -> None:
 def _store_counts(url: str) -> dict[str, int]:
     psycopg = _psycopg()
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT target, probes FROM subcompat_verdicts_v1").fetchall()
+        rows = conn.execute(f"SELECT target, probes FROM {cache_pg.TABLE}").fetchall()
     return dict(rows)
 
 
