@@ -267,6 +267,7 @@ class Trial:
     cached: bool = False
     shared_gil: bool | None = None  # extension loads with a shared GIL (multi-phase, no slot)
     elapsed_s: float = 0.0
+    fromlist: tuple[str, ...] = ()  # a deferred ``from candidate import ...``: what it asked for
 
     def __post_init__(self) -> None:
         """Raw JSON (from the child, the cache, a hand-built test) is parsed here, once."""

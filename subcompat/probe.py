@@ -95,6 +95,7 @@ MIN_MAIN_S = 1.0  # a main-interpreter check cut shorter than this proves no han
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
 PAIR_MARK = "two live interpreters"  # in every finding of the pair check (and so in the cache)
 MIN_PAIR_S = 1.0  # budget a pair check needs at least
+MAX_BLAME = 32  # deferred imports retried in the main interpreter, per target
 MAX_PAIRS = 4  # pair workers per target (a crash blames one extension; the rest go again)
 
 
@@ -370,6 +371,11 @@ def _lost_kind(gone: ChildGone) -> str:
     """The error type of a lost trial: a worker that answered that the probe's own code
     failed found nothing about the module (``PROBE_FAILURE``: an error, never cached)."""
     return PROBE_FAILURE if gone.probe_failure else gone.status
+
+
+def _sub_only(t: Trial) -> bool:
+    """Failed only for the sub-interpreter reason (every extension that failed said so)."""
+    return bool(t.failures) and all(SUBINTERP_MESSAGE in f.msg for f in t.failures)
 
 
 def _external(gone: ChildGone) -> bool:
@@ -859,19 +865,23 @@ class Prober:
 
     @staticmethod
     def _blame_candidates(module: str, trials: list[Trial]) -> list[str]:
-        """Deferred imports to retry in the main interpreter: those that failed without
-        an extension failing, and those that crashed or hung (everywhere, or only here?)."""
+        """Deferred imports to retry in the main interpreter (does it fail there too? the
+        verdict's rule depends on it): those that failed other than with the
+        sub-interpreter message, and those that crashed or hung."""
         out: dict[str, None] = {}
         for t in trials:
             if t.status in ("crash", "timeout"):
                 name = blame_key(t, module)
-            elif t.kind == "lazy" and t.status == "failed" and not t.failures:
-                name = t.candidate
+            elif t.kind == "lazy" and t.status == "failed" and not _sub_only(t):
+                name = t.candidate  # failed, and not (only) for the sub-interpreter reason
+                # `from pkg import sub`: the submodule may be what failed
+                for attr in t.fromlist:
+                    out[f"{name}.{attr}"] = None
             else:
                 continue
             if name != module:
                 out[name] = None
-        return list(out)[:8]
+        return list(out)[:MAX_BLAME]
 
     def _drain(
         self,
@@ -937,6 +947,7 @@ class Prober:
                     error,
                     failures=parse_failures(entry.get("failures")),
                     edge=Edge(importer, file, line, how),
+                    fromlist=tuple(str(x) for x in entry.get("fromlist") or ()),
                 )
             )
         return out

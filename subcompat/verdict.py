@@ -12,6 +12,7 @@ not done here: ``_toolchain`` (with ``_elffile``) says which toolchain built a c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from subcompat.probe import (
     is_memory_error,
     split_target,
 )
+from subcompat.reach import Guard, ImportSite, Reach, catches, other_platform
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ SEVERITY = {
     COMPATIBLE: 0,
 }
 
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
 _SHORT_NAME = re.compile(r"module (?P<name>[\w.]+) does not support loading in subinterpreters")
 
 
@@ -276,6 +279,41 @@ class _Evidence:
             for t in result.trials
         )
 
+    @functools.cached_property
+    def reach(self) -> Reach:
+        """What the target reaches of the first-party code the probe saw (``reach``)."""
+        tree = self.tree
+        known = {m.name: m.file for m in tree.first_party if m.file}
+        for t in self.result.trials:
+            if t.edge is not None and t.edge.file and t.edge.importer not in known:
+                known[t.edge.importer] = t.edge.file
+        imported = [
+            m
+            for m in known
+            if m in tree.edges
+            and all(tree.edges[x].how == "import" for x in tree.chain(m)[1:] if x in tree.edges)
+        ]
+        return Reach(self.module, split_target(self.result.target)[1], known, imported)
+
+    @functools.cached_property
+    def _sites(self) -> dict[str, list[ImportSite]]:
+        """Every import site of the known first-party files, by the module it imports
+        (``from pkg import sub`` counts for ``pkg.sub`` too)."""
+        out: dict[str, list[ImportSite]] = {}
+        for name in list(self.reach.known):
+            defs = self.reach.defs(name)
+            for site in defs.sites if defs is not None else ():
+                out.setdefault(site.module, []).append(site)
+                for attr in site.fromlist:
+                    out.setdefault(f"{site.module}.{attr}", []).append(site)
+        return out
+
+    def sites_of(self, t: Trial) -> tuple[ImportSite, ...]:
+        return tuple(self._sites.get(t.candidate, ()))
+
+    def main_of(self, name: str) -> Trial | None:
+        return next((m for m in self.result.trials if m.kind == "main" and m.candidate == name), None)
+
     def culprit(
         self,
         name: str,
@@ -325,6 +363,18 @@ class _Findings:
     warnings: list[str] = dataclasses.field(default_factory=list)  # a broken deploy: fails under --strict
     errors: list[str] = dataclasses.field(default_factory=list)  # broken anywhere, or the probe broke
     unfinished: list[str] = dataclasses.field(default_factory=list)  # the budget ran out first
+    judged: set[str] = dataclasses.field(default_factory=set)  # settled by ``judge``: no culprit elsewhere
+    _warned: set[str] = dataclasses.field(default_factory=set)
+
+    def note(self, msg: str) -> None:
+        if msg not in self.notes:
+            self.notes.append(msg)
+
+    def warn(self, key: str, msg: str) -> None:
+        """One warning per ``key`` (a missing module): the first place that needs it says so."""
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(msg)
 
     def worse(self, verdict: str, why: str) -> None:
         if SEVERITY[verdict] > SEVERITY[self.worst]:
@@ -371,8 +421,24 @@ def _crashes_and_hangs(ev: _Evidence, found: _Findings) -> None:
         crumb = t.culprit
         name = (crumb and (crumb.name or crumb.candidate)) or t.candidate
         file = (crumb and crumb.file) or t.file
-        same = main_lost.get(blame_key(t, ev.module))
-        if t.kind == "main" or same is not None:
+        key = blame_key(t, ev.module)
+        same = main_lost.get(key)
+        if key != ev.module and not (t.kind == "main" and t.candidate == ev.module):
+            # a deferred import crashed or hung: the rule for deferred imports decides
+            everywhere = t.kind == "main" or same is not None
+            sites = tuple(ev._sites.get(key, ()))
+            reached = not sites or any(ev.reach.site_reached(x) for x in sites)
+            outcome = judge(reached=reached, fails_in_main=everywhere, guarded=False)
+            if outcome == "note":
+                found.note(
+                    f"deferred import {key} {'hangs' if t.status == TIMEOUT else 'crashes'} in a "
+                    f"sub-interpreter but is not reached from {ev.result.target} ({_places(sites)})"
+                )
+                continue
+            if outcome == "warning":
+                found.warn(key, f"deferred import {key}: {_everywhere(same or t, name)}")
+                continue
+        elif t.kind == "main" or same is not None:
             found.errors.append(_everywhere(same or t, name))
             continue
         found.add(ev.culprit(name, file, t.error, t.status))
@@ -399,41 +465,177 @@ def _job_failure(ev: _Evidence, found: _Findings) -> None:
     found.worse(INCOMPATIBLE, _short_error(job.error))
 
 
+#: what one failing deferred import (or PEP 562 import, or name) means: see ``judge``
+Outcome = str  # incompatible | degraded | note | warning
+
+
+def judge(*, reached: bool, fails_in_main: bool, guarded: bool, gated: bool = False) -> Outcome:
+    """The one rule for an import first-party code defers (a function body, a PEP 562
+    ``__getattr__``, a name taken from a module) that failed in a sub-interpreter.
+
+    Code the target never reaches is a note. A failure a main interpreter shares (not
+    installed, another platform's module, a bug in that code) is no sub-interpreter
+    finding: a note when the code copes (a ``try`` that catches it, an ``if`` on the
+    platform or Python version), else a warning. A failure only a sub-interpreter has
+    is a culprit: ``degraded`` when a ``try`` catches it (the code has a fallback),
+    ``incompatible`` when nothing does. Never ``error``: that is for the job module."""
+    if not reached:
+        return "note"
+    if fails_in_main:
+        return "note" if guarded or gated else "warning"
+    return DEGRADED if guarded else INCOMPATIBLE
+
+
+@dataclass(frozen=True)
+class _Judged:
+    outcome: Outcome
+    site: ImportSite | None  # the site that decided (None: only the probe's edge is known)
+    guard: Guard | None
+    sites: tuple[ImportSite, ...]  # every site of the import, reached or not
+
+
+def _judge_import(ev: _Evidence, t: Trial, fails_in_main: bool, error_type: str) -> _Judged:
+    """``judge`` over every place first-party code imports ``t.candidate``: the worst
+    reached site decides (one unguarded reached site is enough for ``incompatible``)."""
+    sites = ev.sites_of(t)
+    if not sites:  # the source is not readable here: the probe's edge, taken as reached
+        guarded = t.edge is not None and t.edge.optional and error_type == "ModuleNotFoundError"
+        return _Judged(judge(reached=True, fails_in_main=fails_in_main, guarded=guarded), None, None, ())
+    best: _Judged | None = None
+    rank = {INCOMPATIBLE: 4, "warning": 3, DEGRADED: 2, "note": 1}
+    for site in sites:
+        guard = catches(site.guards, error_type)
+        reached = ev.reach.site_reached(site)
+        outcome = judge(
+            reached=reached, fails_in_main=fails_in_main, guarded=guard is not None, gated=_gated(site, t)
+        )
+        if best is None or rank[outcome] > rank[best.outcome]:
+            best = _Judged(outcome, site, guard, sites)
+    assert best is not None
+    return best
+
+
+def _gated(site: ImportSite, t: Trial) -> bool:
+    """Under an ``if`` on the platform or the Python version, or named for another platform."""
+    return site.gate is not None or other_platform([t.candidate, *site.tested])
+
+
+def _fails_in_main(ev: _Evidence, t: Trial) -> tuple[bool, str, TrialError | None, str]:
+    """(fails in a main interpreter too, the error type that decides, its error, the
+    module that failed: ``pkg.sub`` for ``from pkg import sub``)."""
+    if t.status == "missing":
+        return True, "ModuleNotFoundError", t.error, t.candidate
+    if t.failures and all(SUBINTERP_MESSAGE in f.msg for f in t.failures):
+        return False, t.error.type if t.error else "ImportError", t.error, t.candidate
+    for name in (t.candidate, *(f"{t.candidate}.{attr}" for attr in t.fromlist)):
+        main = ev.main_of(name)
+        if main is None or main.status != "failed" or main.error is None:
+            continue
+        if name != t.candidate and _missing_module(main.error) == name:
+            continue  # `from pkg import name`: a name, not a submodule
+        return True, main.error.type, main.error, name
+    # sub-only, or not known (not retried): taken as sub-only
+    return False, t.error.type if t.error else "ImportError", t.error, t.candidate
+
+
+def _missing_module(error: TrialError | None) -> str | None:
+    m = _NO_MODULE.search(error.msg) if error and error.type == "ModuleNotFoundError" else None
+    return m.group(1) if m else None
+
+
+def _places(sites: tuple[ImportSite, ...], limit: int = 3) -> str:
+    shown = ", ".join(s.where for s in sites[:limit])
+    return shown + (f" and {len(sites) - limit} more" if len(sites) > limit else "")
+
+
 def _deferred_imports(ev: _Evidence, found: _Findings) -> None:
-    """Deferred imports that are not installed (a warning; a note when the import is
-    optional), or failed here (a culprit) or everywhere (an error)."""
+    """Deferred imports that failed in a sub-interpreter, each through ``judge``."""
     for t in ev.result.trials:
-        if t.kind != "lazy" or t.status == "ok":
+        if t.kind != "lazy" or t.status not in ("failed", "missing"):
             continue
-        if t.status == "missing" and t.edge is not None and t.edge.optional:
-            found.notes.append(
-                f"optional deferred import {t.candidate} is not installed ({_short_error(t.error)})"
+        fails_main, error_type, error, label = _fails_in_main(ev, t)
+        j = _judge_import(ev, t, fails_main, error_type)
+        found.judged.update(f.name for f in t.failures)
+        found.judged.add(t.candidate)
+        edge = _site_edge(j.site) if j.site else t.edge
+        because = (
+            (_limit_reason(error, ev.result) or _short_error(error)) if fails_main else _short_error(t.error)
+        )
+        if j.outcome == "note" and j.site is not None and not ev.reach.site_reached(j.site):
+            found.note(
+                f"deferred import {t.candidate} ({because}) is not reached from {ev.result.target}: "
+                f"only through {', '.join(dict.fromkeys(ev.reach.where(s) for s in j.sites))} "
+                f"({_places(j.sites)})"
             )
             continue
-        if t.status == "missing":
-            found.warnings.append(
-                f"missing dependency: deferred import {t.candidate} is not installed in this environment "
-                f"({_short_error(t.error)}): the job fails when it reaches it"
-            )
-            continue
-        if t.status != "failed":
+        if fails_main:
+            missing = _missing_module(error)
+            places = _places(j.sites) if j.sites else (_edge_where(t.edge) or "?")
+            if j.outcome == "note":
+                if j.guard is not None:
+                    why = (
+                        f"the code copes (try at {_short_file(j.site)}:{j.guard.line})"
+                        if j.site
+                        else "optional"
+                    )
+                    found.note(
+                        f"optional deferred import {label} fails in a main interpreter too "
+                        f"({because}); {why}"
+                    )
+                else:
+                    found.note(
+                        f"deferred import {label} is for another platform or Python version "
+                        f"({because}; imported at {places})"
+                    )
+            elif missing is not None:
+                found.warn(
+                    missing,
+                    f"missing dependency: {missing} is not installed in this environment "
+                    f"(needed by deferred import {label}, imported at {places}): "
+                    "the job fails when it reaches it",
+                )
+            else:
+                found.warn(
+                    label,
+                    f"deferred import {label} fails in a main interpreter too ({because}; imported at "
+                    f"{places}): a bug or a missing piece of this environment, not a sub-interpreter problem",
+                )
             continue
         why = f"deferred import {t.candidate}: {_short_error(t.error)}"
         if t.failures:
-            for f in t.failures:
-                found.add(_at_edge(ev.culprit(f.name, f.file, f.error, INCOMPATIBLE), t.edge))
-            found.worse(INCOMPATIBLE, why)
+            culprits = [_at_edge(ev.culprit(f.name, f.file, f.error, INCOMPATIBLE), edge) for f in t.failures]
+        else:
+            culprits = [
+                _at_edge(Culprit(t.candidate, None, None, None, _short_error(t.error), INCOMPATIBLE), edge)
+            ]
+        if j.outcome == DEGRADED:
+            assert j.guard is not None
+            where = f"{_short_file(j.site)}:{j.guard.line}" if j.site else "a try"
+            for c in culprits:
+                if c.module not in found.culprits:
+                    found.degraded[c.module] = dataclasses.replace(
+                        c,
+                        status=DEGRADED,
+                        reason=f"{c.reason}; the import sits in a try that catches it ({where}): "
+                        "the code runs its fallback in a sub-interpreter",
+                    )
+            found.worse(DEGRADED, f"{why} (caught by the try at {where})")
             continue
-        everywhere = next(
-            (m for m in ev.result.trials if m.kind == "main" and m.candidate == t.candidate), None
-        )
-        if everywhere is not None and everywhere.status == "failed":
-            because = _limit_reason(everywhere.error, ev.result) or _short_error(everywhere.error)
-            found.errors.append(f"deferred import {t.candidate} fails in a main interpreter too: {because}")
-            continue
-        bare = Culprit(t.candidate, None, None, None, _short_error(t.error), INCOMPATIBLE)
-        found.add(_at_edge(bare, t.edge))
+        for c in culprits:
+            found.add(c)
         found.worse(INCOMPATIBLE, why)
+
+
+def _site_edge(site: ImportSite) -> Edge:
+    return Edge(site.importer, site.file, site.line, "function" if site.unit else "import")
+
+
+def _short_file(site: ImportSite | None) -> str:
+    return site.where.rpartition(":")[0] if site else "?"
+
+
+def _edge_where(edge: Edge | None) -> str | None:
+    return f"{os.path.basename(edge.file or '?')}:{edge.line}" if edge else None
 
 
 def _swallowed_failures(ev: _Evidence, found: _Findings) -> None:
@@ -475,8 +677,16 @@ def _missing_names(ev: _Evidence, found: _Findings) -> None:
     """Names first-party code takes from a module, there in a main interpreter only."""
     for t in ev.result.trials:
         if t.kind == "name" and t.status == "failed":
-            found.add(_name_culprit(t, ev.result, found.degraded, ev.exts))
             where = f"{os.path.basename(t.edge.file or '?')}:{t.edge.line}" if t.edge else "?"
+            edge = t.edge
+            reached = ev.reach.reached(edge.importer, edge.file, edge.line) if edge else None
+            if judge(reached=reached is not False, fails_in_main=False, guarded=False) == "note":
+                found.note(
+                    f"{t.candidate} does not exist in a sub-interpreter (used at {where}), "
+                    f"in code {ev.result.target} does not reach"
+                )
+                continue
+            found.add(_name_culprit(t, ev.result, found.degraded, ev.exts))
             found.worse(INCOMPATIBLE, f"{t.candidate} does not exist in a sub-interpreter (used at {where})")
 
 
@@ -492,7 +702,12 @@ def _failed_alone(ev: _Evidence, found: _Findings) -> None:
     """Extensions of the tree that failed when loaded on their own, named once the target
     is already worse than degraded."""
     for name, t in ev.exts.items():
-        if t.status == "failed" and name not in found.degraded and found.worst not in (COMPATIBLE, DEGRADED):
+        if (
+            t.status == "failed"
+            and name not in found.degraded
+            and name not in found.judged
+            and found.worst not in (COMPATIBLE, DEGRADED)
+        ):
             found.add(ev.culprit(name, t.file, t.error, INCOMPATIBLE, t.shared_gil))
 
 
