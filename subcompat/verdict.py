@@ -432,7 +432,8 @@ def _crashes_and_hangs(ev: _Evidence, found: _Findings) -> None:
             if outcome == "note":
                 found.note(
                     f"deferred import {key} {'hangs' if t.status == TIMEOUT else 'crashes'} in a "
-                    f"sub-interpreter but is not reached from {ev.result.target} ({_places(sites)})"
+                    f"sub-interpreter ({_msg(t.error)}) but is not reached from {ev.result.target} "
+                    f"({_places(sites)})"
                 )
                 continue
             if outcome == "warning":
@@ -579,8 +580,7 @@ def _deferred_imports(ev: _Evidence, found: _Findings) -> None:
                         else "optional"
                     )
                     found.note(
-                        f"optional deferred import {label} fails in a main interpreter too "
-                        f"({because}); {why}"
+                        f"optional deferred import {label} fails in a main interpreter too ({because}); {why}"
                     )
                 else:
                     found.note(

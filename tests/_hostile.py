@@ -59,6 +59,13 @@ ANY = VERDICTS
 #: placed (README, verdicts: ``crash``/``timeout`` only when a main interpreter gets
 #: through the same import; ``compatible`` only when every deferred import loads).
 EVERYWHERE = frozenset({"error"})
+#: The same in a deferred import: no sub-interpreter finding (README, "Deferred imports"):
+#: the job module imports, so ``compatible``, with a warning (reached from the job's
+#: body) or a note (a ``__getattr__`` the job never reaches) that says what happened.
+DEFERRED_EVERYWHERE = frozenset({"compatible"})
+#: ... and when it eats the budget in both interpreters (a hang, a memory bomb), what is
+#: left unchecked makes it ``timeout`` (not cached), or ``compatible`` if nothing was left.
+DEFERRED_BUDGET = frozenset({"compatible", "timeout"})
 
 # -- the modules around the hostile one ------------------------------------------------
 
@@ -272,7 +279,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
             raise _Evil()
             """,
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_EVERYWHERE,
             reason=r"_Evil",
         ),
         _b(
@@ -403,7 +410,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
             "raise SystemExit(3)",
             "raise SystemExit(3)",
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_EVERYWHERE,
             reason=r"SystemExit",
         ),
         _b(
@@ -411,7 +418,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
             "raise KeyboardInterrupt",
             "raise KeyboardInterrupt",
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_EVERYWHERE,
             reason=r"KeyboardInterrupt",
         ),
         _b(
@@ -580,7 +587,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
             _ctypes.string_at(0)
             """,
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_EVERYWHERE,
             reason=r"SIGSEGV",
         ),
         _b(
@@ -588,7 +595,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
             "os._exit(3) in every interpreter",
             "_os._exit(3)",
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_EVERYWHERE,
             reason=r"(?i)exit\w*\D{0,40}\b3\b",
         ),
         _b(
@@ -596,7 +603,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
             "os.abort() in every interpreter",
             "_os.abort()",
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_EVERYWHERE,
             reason=r"SIGABRT",
         ),
         _b(
@@ -607,7 +614,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
                 pass
             """,
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_BUDGET,
             reason=r"(?i)no answer within|time(d)?[ -]?out",
             timeout=4.0,
         ),
@@ -627,7 +634,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
             "input() at import: must meet EOF, not block",
             "input()",
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_EVERYWHERE,
             reason=r"EOFError",
         ),
         _b(
@@ -639,7 +646,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
                 _hoard.append(b"\\x01" * (100 << 20))
             """,
             at_import=EVERYWHERE,
-            deferred=EVERYWHERE,
+            deferred=DEFERRED_BUDGET,
             reason=r"(?i)memory.*(limit|1024)|(limit|1024).*memory",
             timeout=6.0,  # room to fill 1 GiB twice (sub, then main) on a loaded machine
         ),
@@ -1059,6 +1066,9 @@ def verdict_problems(run: Run, target: str, allowed: frozenset[str], reason: str
     problems = []
     if m.get("verdict") not in allowed:
         problems.append(f"{target} is {m.get('verdict')!r}, expected one of {sorted(allowed)}")
-    if reason is not None and len(allowed) == 1 and not re.search(reason, str(m.get("reason") or "")):
-        problems.append(f"{target} reason {_clip(str(m.get('reason')), 300)!r} does not match {reason!r}")
+    said = "\n".join(
+        [str(m.get("reason") or ""), *map(str, m.get("warnings") or ()), *map(str, m.get("notes") or ())]
+    )
+    if reason is not None and len(allowed) == 1 and not re.search(reason, said):
+        problems.append(f"{target} reason {_clip(said, 300)!r} does not match {reason!r}")
     return problems

@@ -11,7 +11,7 @@ from subcompat import verdict
 pytestmark = pytest.mark.needs_subinterpreters
 
 APP = {
-    "app.jobs": '''
+    "app.jobs": """
         import sys
 
         def guarded():
@@ -48,17 +48,17 @@ APP = {
         def uses_broken():
             from app import broken
             return broken
-    ''',
-    "app.broken": '''
+    """,
+    "app.broken": """
         raise RuntimeError("a bug in this module, in any interpreter")
-    ''',
-    "app.bystander": '''
+    """,
+    "app.bystander": """
         from app import jobs
 
         def harmless():
             return 1
-    ''',
-    "app.caller": '''
+    """,
+    "app.caller": """
         from app.jobs import unguarded
 
         def go():
@@ -66,7 +66,7 @@ APP = {
 
         def other():
             return 2
-    ''',
+    """,
 }
 
 
