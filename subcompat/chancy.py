@@ -4,12 +4,16 @@ there, and in a process (or thread) executor otherwise.
     Queue("default", executor="subcompat.chancy.AutoFallbackExecutor",
           executor_options={"fallback": "process"})
 
-Routing is per job-function module. A known module is a dict lookup on the event loop;
-an unknown one is probed once (single flight, in a thread of its own pool, off the loop)
-while its jobs wait. A job that still hits the sub-interpreter ImportError at run time
-(an import the probe could not see; on Python 3.14+ it may arrive as a
-``NotShareableError`` with the ImportError down its cause/context chain) is re-run on the
-fallback without spending an attempt, and its module is remembered as incompatible.
+Routing is per job function: ``pkg.jobs.report`` is probed as the target
+``pkg.jobs:report``, so only the deferred imports that function reaches count (one numpy
+job in a module of ten sends only itself to a process). A known function is a dict
+lookup on the event loop (a verdict file's entry for a whole module applies to each of
+its functions); an unknown one is probed once (single flight, in a thread of its own
+pool, off the loop) while its jobs wait. A job that still hits the sub-interpreter
+ImportError at run time (an import the probe could not see; on Python 3.14+ it may
+arrive as a ``NotShareableError`` with the ImportError down its cause/context chain) is
+re-run on the fallback without spending an attempt, and its function is remembered as
+incompatible.
 
 Slots. Jobs waiting for their module's probe hold no slot of the queue: up to one queue's
 worth of them (``concurrency``) are not counted, so the worker keeps fetching and jobs of
@@ -221,10 +225,17 @@ async def _stop_once_started(worker: Any) -> None:
 _Refused = Refused  # the whole verdict file is unusable; the message says why
 
 
+def job_target(func: str) -> str:
+    """chancy's ``pkg.jobs.report`` as the probe's target ``pkg.jobs:report``."""
+    module, _, function = func.rpartition(".")
+    return f"{module}:{function}" if module else func
+
+
 @dataclass
 class Seed:
-    """What a verdict file contributes: routes per module, and why other modules' entries
-    were not used (those modules are probed), or why the whole file was refused."""
+    """What a verdict file contributes: routes per target (a module's entry stands for
+    all its functions), why other entries were not used (those are probed), or why the
+    whole file was refused."""
 
     routes: dict[str, Route] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
@@ -309,13 +320,13 @@ class _Judge:
         self.interp: str | None = None  # this interpreter's cache key, once an entry has one
 
     def __call__(self, entry: Any) -> tuple[str | None, Route | None, str | None]:
-        """(module, route, None) for a usable entry, (module, None, why) for one that is not."""
+        """(target, route, None) for a usable entry, (target, None, why) for one that is not."""
         if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
             return None, None, None
-        module = entry["target"].partition(":")[0]
+        target = entry["target"]  # a module (all its functions) or module:function
         route = self.routes.get(entry.get("verdict"))  # type: ignore[arg-type]
         why_not = self._why_not(entry, route)
-        return (module or None), (None if why_not else route), why_not
+        return (target or None), (None if why_not else route), why_not
 
     def _why_not(self, entry: dict[str, Any], route: Route | None) -> str | None:
         if route is None:
@@ -525,14 +536,14 @@ class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped
 
     # -- chancy's executor interface -------------------------------------------
     async def push(self, job: QueuedJob) -> Any:
-        module = job.func.rpartition(".")[0]
-        route = self._routes.get(module)
+        target = job_target(job.func)
+        route = self._known(target)
         if route is not None:
             return await self._dispatch(job, route)
         key = (job.id, job.claim_id)
         self._held[key] = job
         self._unrouted.add(key)
-        task = asyncio.create_task(self._route_then_dispatch(job, module, key))
+        task = asyncio.create_task(self._route_then_dispatch(job, target, key))
         self._tasks[key] = task
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
         return task
@@ -630,13 +641,21 @@ class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped
                 self._granted += 1
 
     # -- routing -----------------------------------------------------------------
-    def route_of(self, module: str) -> Route | None:
-        """The decision for a module, if known (an in-memory lookup)."""
-        return self._routes.get(module)
+    def route_of(self, target: str) -> Route | None:
+        """The decision for a job function (``module:function``), if known (an in-memory
+        lookup); for a bare module, the first decided for any of its functions."""
+        route = self._known(target)
+        if route is None and ":" not in target:
+            route = next((r for t, r in self._routes.items() if t.partition(":")[0] == target), None)
+        return route
 
-    async def _route_then_dispatch(self, job: QueuedJob, module: str, key: tuple[Any, Any]) -> Any:
+    def _known(self, target: str) -> Route | None:
+        """The route of ``module:function``, or of its whole module (a verdict file's entry)."""
+        return self._routes.get(target) or self._routes.get(target.partition(":")[0])
+
+    async def _route_then_dispatch(self, job: QueuedJob, target: str, key: tuple[Any, Any]) -> Any:
         try:
-            route = await self._decide(module)
+            route = await self._decide(target)
             self._unrouted.discard(key)
             if key not in self._held:
                 return None  # cancelled while its module was probed
@@ -651,19 +670,19 @@ class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped
             self._held.pop(key, None)
             self._unrouted.discard(key)
 
-    async def _decide(self, module: str) -> Route:
-        """One probe per module however many of its jobs arrive together."""
+    async def _decide(self, target: str) -> Route:
+        """One probe per job function however many of its jobs arrive together."""
         await self._seeded()
-        route = self._routes.get(module)
+        route = self._known(target)
         if route is not None:
             return route
-        future = self._probes.get(module)
+        future = self._probes.get(target)
         if future is None:
-            future = asyncio.ensure_future(self._probe(module))
-            self._probes[module] = future
+            future = asyncio.ensure_future(self._probe(target))
+            self._probes[target] = future
         return await asyncio.shield(future)
 
-    async def _probe(self, module: str) -> Route:
+    async def _probe(self, target: str) -> Route:
         try:
             if self._unavailable:
                 route = Route(FALLBACK, self.policy.fallback, self._unavailable)
@@ -671,23 +690,23 @@ class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped
                 COUNTERS["probes"] += 1  # counted while in flight; a cache hit was none
                 try:
                     loop = asyncio.get_running_loop()
-                    verdict = await loop.run_in_executor(self._probe_threads(), self._check, module)
+                    verdict = await loop.run_in_executor(self._probe_threads(), self._check, target)
                     if verdict.cached:
                         COUNTERS["probes"] -= 1
                         COUNTERS["cache_hits"] += 1
                 except Exception as exc:  # a probe that cannot run must not lose jobs
                     COUNTERS["probe_errors"] += 1
-                    self._log("warning", f"subcompat: probing {module} failed ({exc}); using the fallback")
+                    self._log("warning", f"subcompat: probing {target} failed ({exc}); using the fallback")
                     verdict = None
                 route = route_for(verdict, self.policy)
                 if verdict is not None and verdict.culprits:
                     route = dataclasses.replace(
                         route, why=f"{route.why}: {', '.join(c.module for c in verdict.culprits)}"
                     )
-            self._routes[module] = route
+            self._routes[target] = route
             return route
         finally:
-            self._probes.pop(module, None)
+            self._probes.pop(target, None)
 
     def _probe_threads(self) -> ThreadPoolExecutor:
         """Probes wait on child processes for up to ``probe_timeout``: not in the loop's
@@ -712,11 +731,11 @@ class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped
             warn=lambda m: self._log("warning", f"subcompat: {m}"),
         )
 
-    def _check(self, module: str) -> Verdict:
+    def _check(self, target: str) -> Verdict:
         from subcompat.check import check_module
 
         return check_module(
-            module, self._cache(), timeout=self.probe_timeout, policy=self.policy, runtime="chancy"
+            target, self._cache(), timeout=self.probe_timeout, policy=self.policy, runtime="chancy"
         )
 
     async def _dispatch(self, job: QueuedJob, route: Route) -> Any:
@@ -777,23 +796,23 @@ class AutoFallbackExecutor(Executor):  # type: ignore[misc]  # chancy is untyped
     async def _reroute(self, job: QueuedJob, message: str) -> None:
         """The probe missed an import: learn it, and run the job again on the fallback.
         No attempt is recorded: the job never ran its code to completion anywhere."""
-        module = job.func.rpartition(".")[0]
+        target = job_target(job.func)
         COUNTERS["reroutes"] += 1
         route = Route(FALLBACK, self.policy.fallback, f"learned at run time: {message}")
-        self._routes[module] = route
+        self._routes[target] = route
         self._log("warning", f"subcompat: {job.func} failed in a sub-interpreter ({message}); rerouted")
         try:
-            await asyncio.to_thread(self._learn, module, message)
+            await asyncio.to_thread(self._learn, target, message)
         except Exception as err:  # the job matters more than the cache
-            self._log("warning", f"subcompat: could not record {module} in the cache ({err})")
+            self._log("warning", f"subcompat: could not record {target} in the cache ({err})")
         await self._dispatch(job, route)
 
-    def _learn(self, module: str, message: str) -> None:
+    def _learn(self, target: str, message: str) -> None:
         from subcompat.check import record_runtime_failure
 
         cache = self._cache()
         try:
-            record_runtime_failure(module, message, cache=cache, runtime="chancy", sys_path=sys.path)
+            record_runtime_failure(target, message, cache=cache, runtime="chancy", sys_path=sys.path)
         finally:
             cache.close()
 

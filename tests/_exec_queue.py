@@ -52,8 +52,9 @@ async def run_queue(
         refs: dict[str, list[Any]] = {}
         for spec in jobs:
             name, kwargs, priority = _unpack(spec)
+            module, _, function = name.partition(":")  # "mod" runs mod.job; "mod:f" runs mod.f
             job = Job(
-                func=f"{module_root}.{name}.job",
+                func=f"{module_root}.{module}.{function or 'job'}",
                 queue=queue,
                 max_attempts=max_attempts,
                 kwargs=kwargs,

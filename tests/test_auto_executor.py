@@ -76,8 +76,27 @@ def test_end_to_end_every_job_takes_the_expected_route(chancy_env):
     assert len(broken.errors) == 1
     assert "sc_single" in result["incompat"][0].meta["subcompat"]["why"]
     counters = auto.stats()
-    assert counters["probes"] == len(names)  # one probe per module, the 3 compat jobs shared one
+    assert counters["probes"] == len(names)  # one probe per job function, the 3 compat jobs shared one
     assert counters["route.subinterpreter"] == 3 and counters["route.process"] == 6
+
+
+def test_routing_is_per_job_function_not_per_module(chancy_env):
+    """One job of a module imports an extension that never loads in a sub-interpreter:
+    it alone goes to the process pool; its neighbour keeps the sub-interpreter."""
+    from subcompat import chancy as auto
+
+    result = asyncio.run(
+        run_queue(
+            chancy_env,
+            AUTO,
+            {"fallback": "process", "cache_dir": chancy_env["cache_dir"]},
+            ["mixed:light", "mixed:heavy", "mixed:light"],
+        )
+    )
+    assert states(result) == {"mixed:light": [SUCCEEDED] * 2, "mixed:heavy": [SUCCEEDED]}
+    assert routes(result) == {"mixed:light": {"subinterpreter"}, "mixed:heavy": {"process"}}
+    assert "sc_single" in result["mixed:heavy"][0].meta["subcompat"]["why"]
+    assert auto.stats()["probes"] == 2  # one per job function
 
 
 def test_plain_subinterpreter_queue_shows_what_auto_prevents(chancy_env):
@@ -115,8 +134,8 @@ def test_runtime_reroute_keeps_the_attempt_count(chancy_env):
     assert "learned at run time" in job.meta["subcompat"]["why"]
     assert auto.stats()["reroutes"] == 1
     cached = {j["target"]: j["verdict"] for j in Cache(chancy_env["cache_dir"]).summary()["jobs"]}
-    assert cached["chancy_jobs.dynamic"] == "incompatible"
-    # a later job of that module goes straight to the fallback: no second reroute, and
+    assert cached["chancy_jobs.dynamic:job"] == "incompatible"  # the job function's verdict
+    # a later job of that function goes straight to the fallback: no second reroute, and
     # the decision comes from the cache (no probe child started)
     from subcompat import probe
 

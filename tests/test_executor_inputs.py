@@ -122,7 +122,8 @@ def test_only_entries_that_can_be_trusted_are_used(tmp_path):
     assert {m: r.executor for m, r in seed.routes.items()} == {
         "app.fresh": "subinterpreter",
         "app.slow": "process",
-        "app.split": "process",  # one of its functions needs the fallback: all of it goes there
+        "app.split:one": "subinterpreter",  # routes are per job function
+        "app.split:two": "process",
     }
     assert all(r.why.endswith("(verdict file)") for r in seed.routes.values())
     why = seed.ignored
