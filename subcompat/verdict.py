@@ -851,7 +851,7 @@ def _fails_alone(t: Trial | None) -> bool:
 
 def _output_tail(text: str) -> str:
     """The job's last lines before the interpreter's own fatal-error dump, on one line."""
-    cut = text.rfind("Fatal Python error:")
+    cut = text.find("Fatal Python error:")  # the first: a process may dump more than once
     fatal = text[cut:].partition("\n")[0] if cut >= 0 else ""
     lines = [line.strip() for line in (text[:cut] if cut >= 0 else text).splitlines() if line.strip()]
     shown = " | ".join([*lines[-3:], *([fatal] if fatal else [])])
