@@ -67,7 +67,7 @@ def _cli(args, *, cwd, env):
     return proc, out, err
 
 
-def run(app, args, *, base, timeout=3.0, env_extra=None, json_format=True):
+def run(app, args, *, base, timeout=4.0, env_extra=None, json_format=True):
     """One capped CLI run in ``app``; a ``_hostile.Run``."""
     marker, tmpdir = new_run_dirs(base)
     empty = base / "pythonpath"
@@ -171,7 +171,7 @@ def test_stdlib_named_project_files_do_not_reach_the_probe(tmp_path):
     app = write_hostile_app(tmp_path / "app", files)
     targets = [NEIGHBOURS[0], "uses_json:job", NEIGHBOURS[1]]
     r = run(app, ["check", *targets], base=tmp_path, env_extra={"SHADOW_MARKS": str(marks)})
-    problems = contract_problems(r, targets, timeout=3)
+    problems = contract_problems(r, targets, timeout=4)
     # the job that does import the shadow gets what it gets in production: broken everywhere
     problems += verdict_problems(r, "uses_json:job", frozenset({"error"}), r"root json\.py shadows")
     if os.listdir(marks):
@@ -209,7 +209,7 @@ def test_missing_targets_through_the_cli(tmp_path):
     missing = [f"nowhere_{i}:job" for i in range(300)]
     targets = [NEIGHBOURS[0], *missing, NEIGHBOURS[1]]
     r = run(app, ["check", *targets], base=tmp_path)
-    problems = contract_problems(r, targets, timeout=3)
+    problems = contract_problems(r, targets, timeout=4)
     for t in missing:
         m = r.module(t) or {}
         if m.get("verdict") != "error" or "not importable" not in str(m.get("reason")):
@@ -241,7 +241,7 @@ def test_a_file_changed_during_the_check_is_reported_not_cached(tmp_path):
     second = run(app, args, base=tmp_path)
     problems = []
     for r in (first, second):
-        problems += contract_problems(r, targets, timeout=3)
+        problems += contract_problems(r, targets, timeout=4)
         m = r.module("self_edit:job") or {}
         if m.get("cached") or "changed during the check" not in str(m.get("transient")):
             problems.append(f"self_edit: cached={m.get('cached')} transient={m.get('transient')!r}")
