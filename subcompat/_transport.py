@@ -573,7 +573,7 @@ class Worker:
         name, _, file = open_loads[-1].partition("\t")
         return {"name": name, "file": file or None, "candidate": candidate}
 
-    def stderr_tail(self, limit: int = 2000) -> str:
+    def stderr_tail(self, limit: int = 16 << 10) -> str:
         if self.out is not None:
             self._drain()
         if self.tail:

@@ -1,6 +1,6 @@
 """A real project and a busy CI: what an ordinary project (not an attacker) does to the probe.
 
-Each class runs the real CLI (``python -m subcompat``, capped, watched by ``_hostile``):
+Each class runs the real CLI (started as the ``subcompat`` command is, capped, watched by ``_hostile``):
 slow imports on a loaded machine, project files named like stdlib modules, missing
 targets by the hundred, files that change during a check, inputs that are not regular
 files, an ASCII stdout, and jobs that damage the probe's scratch, flood their output,
@@ -45,15 +45,18 @@ def _linux_tools():
     require_or_skip(hasattr(os, "pidfd_open"), "needs os.pidfd_open")
 
 
+#: the ``subcompat`` console script's start: its own directory, not the project's, is first
+#: on its path (``python -m`` would put the project root there; on 3.14 CPython's runpy then
+#: imports a root ``types.py`` before any subcompat code runs)
+SCRIPT_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from subcompat.cli import main; sys.exit(main())"
+)
+
+
 def _cli(args, *, cwd, env):
-    """``python -m subcompat ARGS`` as a user runs it: the current directory is first on
-    the CLI's own path (runpy), so a project's json.py is right there."""
-    env = dict(env)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    )
+    """``subcompat ARGS`` as the installed command runs it, in the project root."""
     proc = subprocess.Popen(
-        ["prlimit", f"--as={AS_CAP}", sys.executable, "-m", "subcompat", *args],
+        ["prlimit", f"--as={AS_CAP}", sys.executable, "-P", "-c", SCRIPT_BOOT, str(ROOT), *args],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
