@@ -349,22 +349,73 @@ _ATOMS: dict[str, tuple[type, ...]] = {
 
 
 def _well_typed(obj: object) -> bool:
-    """Every field fits its (string) annotation: ``from_json`` copies whatever a row holds."""
-    return all(_fits(getattr(obj, f.name), str(f.type)) for f in dataclasses.fields(obj))  # type: ignore[arg-type]
+    """Every field fits its (string) annotation: ``from_json`` copies whatever a row holds.
+    The annotations are parsed once per class (a warm check of a big package reads
+    ~100,000 culprits)."""
+    return all(_fits(getattr(obj, name), options) for name, options in _spec(type(obj)))
 
 
-def _fits(value: object, annotation: str) -> bool:
-    return any(_fits_one(value, option.strip()) for option in annotation.split("|"))
+#: per class, per field: the parsed options of its annotation, each ("tuple", options) |
+#: ("atom", types, is_bool) | ("record", class name) | ("any",)
+_SPECS: dict[type, list[tuple[str, list[tuple[Any, ...]]]]] = {}
 
 
-def _fits_one(value: object, option: str) -> bool:
-    if option.startswith("tuple[") and option.endswith(", ...]"):
-        return isinstance(value, tuple) and all(_fits(item, option[6:-6]) for item in value)
-    if option in _ATOMS:
-        return isinstance(value, _ATOMS[option]) and (option == "bool" or not isinstance(value, bool))
-    if option[:1].isupper():  # one of our dataclasses
-        return type(value).__name__ == option and _well_typed(value)
-    return True  # an annotation this check does not know
+def _spec(cls: type) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    spec = _SPECS.get(cls)
+    if spec is None:
+        fields = dataclasses.fields(cls)
+        spec = _SPECS[cls] = [(f.name, _parse(str(f.type))) for f in fields]
+    return spec
+
+
+_CHECKED: set[object] = set()  # records (frozen, equal by value) already found well typed
+
+
+def _well_typed_record(value: object) -> bool:
+    """``_well_typed`` for a record inside another, once per distinct value (the culprits
+    of a big package recur in every one of its modules' verdicts)."""
+    try:
+        if value in _CHECKED:
+            return True
+    except TypeError:  # a field holds something unhashable: not what from_json makes
+        return _well_typed(value)
+    if not _well_typed(value):
+        return False
+    if len(_CHECKED) > 200_000:
+        _CHECKED.clear()
+    _CHECKED.add(value)
+    return True
+
+
+def _parse(annotation: str) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for option in (o.strip() for o in annotation.split("|")):
+        if option.startswith("tuple[") and option.endswith(", ...]"):
+            out.append(("tuple", _parse(option[6:-6])))
+        elif option in _ATOMS:
+            out.append(("atom", _ATOMS[option], option == "bool"))
+        elif option[:1].isupper():  # one of our dataclasses
+            out.append(("record", option))
+        else:
+            out.append(("any",))  # an annotation this check does not know
+    return out
+
+
+def _fits(value: object, options: list[tuple[Any, ...]]) -> bool:
+    for option in options:
+        kind = option[0]
+        if kind == "atom":
+            if isinstance(value, option[1]) and (option[2] or not isinstance(value, bool)):
+                return True
+        elif kind == "tuple":
+            if isinstance(value, tuple) and all(_fits(item, option[1]) for item in value):
+                return True
+        elif kind == "record":
+            if type(value).__name__ == option[1] and _well_typed_record(value):
+                return True
+        else:
+            return True
+    return False
 
 
 def _decode(from_json: Callable[[Any], _T], text: Any) -> _T | None:
