@@ -426,19 +426,35 @@ def _suppressed(expr: ast.expr) -> list[str]:
     return [n for arg in expr.args for n in _handler_names(arg)]
 
 
+_MEMO: dict[tuple[str, str, bool, int, int], _Defs | None] = {}
+_MEMO_MAX = 4096  # files: one run checks the modules of a package, each target reads the same files
+
+
 def parse(module: str, file: str, is_package: bool) -> _Defs | None:
-    """The units, names and import sites of one first-party file (None: unreadable)."""
+    """The units, names and import sites of one first-party file (None: unreadable);
+    one parse per file content (stat) for the process, whatever number of targets ask."""
+    try:
+        st = os.stat(file)
+    except OSError:
+        return None
+    key = (module, file, is_package, st.st_mtime_ns, st.st_size)
+    if key in _MEMO:
+        return _MEMO[key]
     try:
         with open(file, "rb") as fh:
             tree = ast.parse(fh.read(), filename=file)
     except (OSError, SyntaxError, ValueError):
         return None
-    defs = _Defs(module, file)
+    defs: _Defs | None = _Defs(module, file)
+    assert defs is not None
     walker = _Walker(defs, module if is_package else module.rpartition(".")[0])
     try:
         walker.walk_body(tree.body)
     except RecursionError:
-        return None
+        defs = None
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = defs
     return defs
 
 

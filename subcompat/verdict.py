@@ -535,6 +535,14 @@ def _fails_in_main(ev: _Evidence, t: Trial) -> tuple[bool, str, TrialError | Non
         if name != t.candidate and _missing_module(main.error) == name:
             continue  # `from pkg import name`: a name, not a submodule
         return True, main.error.type, main.error, name
+    if (
+        not t.failures
+        and t.error is not None
+        and t.error.type == "ModuleNotFoundError"
+        and ev.main_of(t.candidate) is None
+    ):
+        # not retried in main (past the cap): a module not found is not found there either
+        return True, t.error.type, t.error, t.candidate
     # sub-only, or not known (not retried): taken as sub-only
     return False, t.error.type if t.error else "ImportError", t.error, t.candidate
 
