@@ -166,7 +166,7 @@ def _probe_and_keep(
             from dataclasses import replace
 
             verdict = replace(verdict, transient=changed, notes=(*verdict.notes, changed))
-        found[result.target] = verdict
+        found[result.target] = _shared(verdict)
         if cache is not None:
             if verdict.lasting:
                 cache.put_job(key, env, verdict)
@@ -192,7 +192,31 @@ def _changed_since(verdict: Verdict, since_ns: int) -> str:
 def _as_cached(v: Verdict) -> Verdict:
     from dataclasses import replace
 
-    return replace(v, cached=True)
+    return _shared(replace(v, cached=True))
+
+
+#: one object for each distinct culprit, extension verdict and file of this process's
+#: verdicts: the modules of one package name the same ones (memory follows the report)
+_SHARED: dict[object, object] = {}
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _shared(v: Verdict) -> Verdict:
+    from dataclasses import replace
+    from sys import intern
+
+    def one(x: Any) -> Any:
+        return _SHARED.setdefault(x, x)  # keyed by itself: an equal value, one object
+
+    return replace(
+        v,
+        culprits=tuple(one(c) for c in v.culprits),
+        degraded=tuple(one(c) for c in v.degraded),
+        extensions=tuple(one(e) for e in v.extensions),
+        files=tuple(intern(f) for f in v.files),
+    )
 
 
 def record_runtime_failure(
