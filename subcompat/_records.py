@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     TrialStatus = Literal["ok", "failed", "crash", "timeout", "missing"]
     #: why a result says more about this run than about the code (``ProbeResult.transient``)
     TransientCause = Literal[
-        "a time limit", "the trial cap", "the memory limit", "an external kill", "a probe failure"
+        "a time limit",
+        "the trial cap",
+        "the memory limit",
+        "an external kill",
+        "a probe failure",
+        "a file changed during the check",
     ]
 
     class RawLink(TypedDict, total=False):
@@ -245,8 +250,9 @@ def parse_breadcrumb(raw: object) -> Breadcrumb | None:
 
 PROBE_FAILURE = "probe"  # error type of a trial the probe itself could not finish
 #: ``TransientCause``'s values: a verdict carrying one is never cached
+FILE_CHANGED = "a file changed during the check"  # check.py: the verdict's note says which
 TRANSIENT_CAUSES = frozenset(
-    {"a time limit", "the trial cap", "the memory limit", "an external kill", "a probe failure"}
+    {"a time limit", "the trial cap", "the memory limit", "an external kill", "a probe failure", FILE_CHANGED}
 )
 TRIAL_CAP = "trial cap"  # opens the message of a trial not run because the target's cap was reached
 

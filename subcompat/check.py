@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from subcompat._records import FILE_CHANGED
 from subcompat.cache import Cache, environment_key
 from subcompat.probe import DEFAULT_MEMORY_MB, Interpreter, Prober
 from subcompat.report import Report
@@ -165,7 +166,7 @@ def _probe_and_keep(
         if changed and not verdict.transient:
             from dataclasses import replace
 
-            verdict = replace(verdict, transient=changed, notes=(*verdict.notes, changed))
+            verdict = replace(verdict, transient=FILE_CHANGED, notes=(*verdict.notes, changed))
         found[result.target] = _shared(verdict)
         if cache is not None:
             if verdict.lasting:
