@@ -21,6 +21,7 @@ import pickle
 import threading
 from collections import deque
 from concurrent.futures import BrokenExecutor, Executor, Future
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 from subcompat import _worker
 
@@ -49,18 +50,13 @@ class Call:
     rerouted: bool = False
     started: bool = False  # its future is RUNNING: cancel() refuses from here on
     alone: bool = False  # its batch failed as a whole: it goes alone from now on
+    refused: bool = False  # its error is the pool refusing it (it never ran): not the call's own
 
 
-class RemoteTraceback(Exception):
-    """The worker's traceback, as the ``__cause__`` of a job's exception (as
-    ``ProcessPoolExecutor`` does)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text}"""'
+def remote_traceback(text: str) -> BaseException:
+    """The worker's traceback, as the ``__cause__`` of a job's exception: the very class
+    ``ProcessPoolExecutor`` uses (its ``tb`` is the text), so code that looks for it finds it."""
+    return _RemoteTraceback(f'\n"""\n{text}"""')  # type: ignore[arg-type]
 
 
 class Lane:
@@ -84,6 +80,7 @@ class Lane:
         self._estimates: dict[Any, float] = {}
         self._pool: Executor | None = None
         self._pool_worked = False  # has the current pool completed a batch?
+        self._refusal: BaseException | None = None  # the current pool could not start
         self._limit = 1
         self._in_flight = 0
         self._closed = False
@@ -103,13 +100,25 @@ class Lane:
                 self._backlog = deque(call for call in self._backlog if not which(call))
         return taken
 
+    @property
+    def pool(self) -> Executor | None:
+        """The inner pool now in use, if any."""
+        return self._pool
+
     def close(self, wait: bool) -> None:
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
             self._backlog.clear()
-        if pool is not None:
+        if pool is None:
+            return
+        try:
             pool.shutdown(wait=wait)
+        except RuntimeError:  # half started (see _refused_by): its threads never ran
+            if self._refusal is None:
+                raise
+            for process in dict(getattr(pool, "_processes", None) or {}).values():
+                process.terminate()
 
     # -- sending -------------------------------------------------------------------
     def _pump(self) -> None:
@@ -143,7 +152,10 @@ class Lane:
             if batch and (call.alone or expected + cost > TARGET_S):
                 break
             self._backlog.popleft()
-            if not call.started:
+            if not self._pickled:  # the thread worker marks it running as it starts it
+                if call.future.cancelled():
+                    continue
+            elif not call.started:
                 if not mark_running(call.future):
                     continue  # cancelled while it waited
                 call.started = True
@@ -157,12 +169,33 @@ class Lane:
         pool = None
         try:
             pool = self._current_pool()
-            tasks = [(c.fn, c.args, c.kwargs) for c in batch]
+            if self._refusal is not None:
+                raise self._refusal
+            if self._pickled:
+                tasks: list[Any] = [(c.fn, c.args, c.kwargs) for c in batch]
+            else:  # the worker marks each call running as it starts it, as a thread pool does
+                tasks = [(c.fn, c.args, c.kwargs, None if c.started else c.future) for c in batch]
             future = pool.submit(_worker.run_batch, tasks, self._pickled)
-        except BaseException as exc:
-            self._batch_failed(batch, exc, pool)
+        except BaseException as exc:  # the pool refused it: none of it ran
+            if isinstance(exc, RuntimeError) and pool is not None and self._refusal is None:
+                exc = self._refused_by(pool, exc)
+            self._batch_failed(batch, exc, pool, refused=True)
             return
         future.add_done_callback(lambda done: self._done(batch, pool, done))
+
+    def _refused_by(self, pool: Executor, exc: RuntimeError) -> BaseException:
+        """A pool whose submit raised RuntimeError (a thread it needs could not start, as at
+        interpreter finalization) is half started: nothing more is sent to it, and every
+        later call fails at once (a process pool's calls with ``BrokenProcessPool``, as that
+        pool fails when its own threads cannot start), instead of waiting on it forever."""
+        error: BaseException = exc
+        if self.name == "process":
+            error = BrokenProcessPool(f"the process pool could not start: {exc}")
+            error.__cause__ = exc
+        with self._lock:
+            if self._pool is pool and not self._closed:
+                self._refusal = error
+        return error
 
     def _current_pool(self) -> Executor:
         with self._lock:
@@ -193,14 +226,17 @@ class Lane:
         with self._lock:
             self._in_flight -= 1
             self._pool_worked = self._pool_worked or self._pool is pool
-            for call, (_, _, _, seconds) in zip(batch, outcomes, strict=True):
-                self._learn_time(call.key, seconds)
+            for call, (returned, _, _, seconds) in zip(batch, outcomes, strict=True):
+                if returned is not None:
+                    self._learn_time(call.key, seconds)
         for call, (returned, value, text, _) in zip(batch, outcomes, strict=True):
+            if returned is None:  # cancelled before the worker got to it: never ran
+                continue
             if returned:
                 self._deliver(call, None, value)
             else:
                 if text is not None:
-                    value.__cause__ = RemoteTraceback(text)
+                    value.__cause__ = remote_traceback(text)
                 self._deliver(call, value, None)
         self._pump()
 
@@ -209,7 +245,10 @@ class Lane:
         if len(outcomes) != calls:
             raise RuntimeError(f"a batch of {calls} calls came back with {len(outcomes)} outcomes")
         if self._pickled:  # bytes, bools, floats and strings so far: now each value
-            outcomes = [(*_unpickled(returned, value), text, t) for returned, value, text, t in outcomes]
+            broken = BrokenProcessPool if self.name == "process" else None
+            outcomes = [
+                (*_unpickled(bool(returned), value, broken), text, t) for returned, value, text, t in outcomes
+            ]
         return outcomes
 
     def _deliver(self, call: Call, exc: BaseException | None, result: Any) -> None:
@@ -228,17 +267,23 @@ class Lane:
 
     def _broken_elsewhere(self, batch: list[Call], exc: BaseException, pool: Executor) -> None:
         """``_batch_failed`` in a thread of its own; if none can start (interpreter
-        exit), the calls get the error here and the pool is left alone."""
+        exit), the calls get the error here, the pool is left alone and the calls still
+        waiting fail with the same error (nothing can replace the pool now)."""
         try:
             args = (batch, exc, pool)
             threading.Thread(target=self._batch_failed, args=args, name="subcompat-broken-pool").start()
         except RuntimeError:
             with self._lock:
                 self._in_flight -= 1
+                if self._pool is pool:
+                    self._refusal = exc
             for call in batch:
                 self._deliver(call, exc, None)
+            self._pump()
 
-    def _batch_failed(self, batch: list[Call], exc: BaseException, pool: Executor | None) -> None:
+    def _batch_failed(
+        self, batch: list[Call], exc: BaseException, pool: Executor | None, refused: bool = False
+    ) -> None:
         """None of the batch ran (see run_batch), unless the pool broke: a batch of one
         takes the error; a larger one is sent again one call per batch. A pool that broke
         after it had worked is replaced; one that never worked (its initializer fails, or
@@ -258,6 +303,7 @@ class Lane:
         if replace:
             pool.shutdown(wait=False)  # type: ignore[union-attr]
         for call in batch:
+            call.refused = refused
             self._deliver(call, exc, None)
         self._pump()
 
@@ -271,12 +317,19 @@ def mark_running(future: Future[Any]) -> bool:
         return False
 
 
-def _unpickled(returned: bool, data: bytes) -> tuple[bool, Any]:
+def _unpickled(returned: bool, data: bytes, broken: type[BaseException] | None) -> tuple[bool, Any]:
     """One outcome's value; a value this side cannot unpickle (a class that rebuilds
-    itself differently, one missing here) fails its call only: the call did run."""
+    itself differently, one missing here) fails its call only: the call did run. Its
+    error is ``broken`` (a process lane: ``BrokenProcessPool``, what that pool raises
+    then), caused by the unpickling error; else the unpickling error itself."""
     try:
         return returned, pickle.loads(data)
     except BaseException as exc:  # noqa: BLE001 - whatever unpickling raised
         what = "result" if returned else "exception"
         error = f"the call ran, but its {what} cannot be unpickled here: {type(exc).__name__}: {exc}"
-        return False, RuntimeError(error)
+        if broken is not None:
+            wrapped = broken(error)
+            wrapped.__cause__ = exc
+            return False, wrapped
+        exc.add_note(error)
+        return False, exc

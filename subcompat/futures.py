@@ -37,9 +37,13 @@ import pickle
 import sys
 import threading
 import time
+import types
 import warnings
+import weakref
 from collections import Counter
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import BrokenThreadPool
 
 from subcompat import _worker
 from subcompat._lanes import MAX_BATCH, Call, Lane, mark_running
@@ -143,6 +147,8 @@ def _default_mp_context() -> Any:
 def _routing_target(fn: Any) -> tuple[str | None, str | None]:
     """(module to route by, or why it goes to the fallback without a probe)."""
     fn = _unwrapped(fn)
+    if (risk := _ends_process_risk(fn)) is not None:
+        return None, risk
     module = getattr(fn, "__module__", None)
     if not isinstance(module, str) or not module:
         return None, "its module is unknown"
@@ -160,14 +166,38 @@ def _unwrapped(fn: Any) -> Any:
     return fn
 
 
-def _time_key(fn: Any, chunked: bool) -> Any:
-    """What a call's time is learnt by: its function (a partial's, a chunk's own)."""
+def _time_key(fn: Any, chunked: bool) -> tuple[str, str, bool]:
+    """What a call's time is learnt by: its function's qualified name (a partial's, a
+    bound method's function, an object's type), never the callable itself, so the table
+    keeps nothing of the caller's alive."""
     key = _unwrapped(fn)
+    key = getattr(key, "__func__", key)
+    module, qualname = getattr(key, "__module__", None), getattr(key, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        module, qualname = type(key).__module__, type(key).__qualname__
+    return (module, qualname, chunked)
+
+
+def _ends_process_risk(fn: Any) -> str | None:
+    """Why ``fn`` must not run inside this process, or None: a call straight into a C
+    function (``os._exit``, ``os.abort``, ``signal.raise_signal``...) does whatever it does
+    to the whole process, and the import probe judges what loading a module does, not
+    what one of its C functions does; so such a call runs in the fallback, as one in a
+    process pool would."""
+    fn = _unwrapped(fn)
+    if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+        return "a C function called directly: its effect on the process is not probed"
+    return None
+
+
+def _unshareable(call_fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Why this call's arguments cannot enter a sub-interpreter, or None: measured by
+    pickling them, as the interpreter pool will (an Event, a lock, an open file...)."""
     try:
-        hash(key)
-    except TypeError:  # an unhashable callable object: its type stands for it
-        key = type(key)
-    return (key, "chunk") if chunked else key
+        pickle.dumps((call_fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - whatever pickling raised
+        return f"its arguments cannot be sent to a sub-interpreter ({type(exc).__name__}: {exc})"
+    return None
 
 
 # -- the executor ------------------------------------------------------------------------
@@ -177,22 +207,36 @@ class AutoPoolExecutor(Executor):
     """``max_workers`` and ``initializer``/``initargs`` go to each inner pool: at most
     ``max_workers`` calls run in sub-interpreters and as many on the fallback.
 
+    ``AutoPoolExecutor(...)`` makes an ``AutoProcessPoolExecutor`` (the default,
+    ``fallback="process"``) or an ``AutoThreadPoolExecutor`` (``fallback="thread"``): each is
+    an instance of its fallback's stdlib class and takes that class's arguments, in its
+    order (``AutoPoolExecutor(4, ctx)`` is 4 workers and an mp context, as with
+    ``ProcessPoolExecutor``).
+
     Calls that arrive while a pool is busy are sent to it together, up to ``max_batch``
     per pool task and about 2 ms of their measured run time (``_lanes``); ``max_batch=1``
     sends every call as its own task. A call on an idle pool is sent at once."""
 
-    def __init__(
+    _mp_context: Any
+    _max_tasks_per_child: int | None
+    _thread_name_prefix: str
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> AutoPoolExecutor:
+        if cls is AutoPoolExecutor:
+            thread = kwargs.get("fallback", "process") == "thread"
+            cls = AutoThreadPoolExecutor if thread else AutoProcessPoolExecutor
+        return object.__new__(cls)
+
+    def _setup(
         self,
-        max_workers: int | None = None,
-        initializer: Callable[..., Any] | None = None,
-        initargs: tuple[Any, ...] = (),
-        *,
-        fallback: str = "process",
-        degraded: str = FALLBACK,
-        cache_dir: str | os.PathLike[str] | None = None,
-        probe_timeout: float = 30.0,
-        mp_context: Any = None,
-        max_batch: int = MAX_BATCH,
+        max_workers: int | None,
+        initializer: Callable[..., Any] | None,
+        initargs: tuple[Any, ...],
+        fallback: str,
+        degraded: str,
+        cache_dir: str | os.PathLike[str] | None,
+        probe_timeout: float,
+        max_batch: int,
     ) -> None:
         if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
             raise TypeError(f"max_workers must be an int or None, not {max_workers!r}")
@@ -212,9 +256,11 @@ class AutoPoolExecutor(Executor):
         self.max_batch = max_batch
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.probe_timeout = float(probe_timeout)
+        if max_workers is None:  # the fallback pool's default, as its stdlib class computes it
+            cpus = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+            max_workers = min(32, cpus + 4) if fallback == "thread" else cpus
         self._max_workers = max_workers
         self._initializer, self._initargs = initializer, tuple(initargs)
-        self._mp_context = mp_context if mp_context is not None else _default_mp_context()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._lanes: dict[str, Lane] = {}
@@ -226,11 +272,19 @@ class AutoPoolExecutor(Executor):
         self._counters: Counter[str] = Counter()
         self._sub_cls, self._unavailable = interpreter_pool_class()
         self._sub_down: str | None = None  # why the interpreter pool cannot run anything
+        try:  # measured now: an initializer a sub-interpreter cannot get leaves that pool unused
+            self._init_blob = None if initializer is None else pickle.dumps((initializer, self._initargs))
+        except Exception as exc:  # noqa: BLE001 - whatever pickling raised
+            self._sub_down = (
+                f"the initializer or its arguments cannot be sent to a sub-interpreter "
+                f"({type(exc).__name__}: {exc})"
+            )
+        _EXECUTORS.add(self)
         if self._unavailable:
             warnings.warn(
                 f"subcompat: {self._unavailable}; every call runs on the {fallback} pool",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
     # -- concurrent.futures.Executor ---------------------------------------------------
@@ -281,18 +335,37 @@ class AutoPoolExecutor(Executor):
         chunked: bool,
         refill: Callable[[], Future[Any] | None] | None,
     ) -> Iterator[Any]:
+        # No local names a result while the iterator is suspended: a result the caller
+        # dropped is freed (the stdlib's map holds none either).
         try:
             while futures:
-                result = futures.popleft().result(None if end is None else end - time.monotonic())
+                box = [_result_or_cancel(futures.popleft(), end)]
                 if refill is not None and (more := refill()) is not None:
                     futures.append(more)
                 if chunked:
-                    yield from result
+                    box[0].reverse()
+                    while box[0]:
+                        yield box[0].pop()
                 else:
-                    yield result
+                    yield box.pop()
         finally:
             for future in futures:
                 future.cancel()
+
+    @property
+    def _broken(self) -> str | bool:
+        """Why the fallback pool is broken (its initializer failed), or False; the stdlib
+        pools' attribute, which their own tests read."""
+        lane = self._lanes.get(self.policy.fallback)
+        pool = lane.pool if lane is not None else None
+        broken = getattr(pool, "_broken", False)
+        return broken if isinstance(broken, str) and broken else False
+
+    def _drain(self) -> None:
+        """Wait for every call submitted (interpreter exit)."""
+        with self._lock:
+            while self._live:
+                self._idle.wait()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Calls already submitted still complete (those waiting for a probe too) unless
@@ -346,8 +419,13 @@ class AutoPoolExecutor(Executor):
         call = Call(fn, args, kwargs, key, module, Future())
         probe = False
         with self._lock:
+            if self._broken:
+                kind = BrokenThreadPool if self.policy.fallback == "thread" else BrokenProcessPool
+                raise kind(self._broken)
             if self._closing:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if _EXITING:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             self._live.add(call.future)
             if route is None:
                 route = self._routes.get(module)  # type: ignore[arg-type]
@@ -420,6 +498,8 @@ class AutoPoolExecutor(Executor):
         if call.future.done():  # cancelled while its module was probed
             return
         route = self._usable(route)
+        if route.executor == SUBINTERPRETER and (why := _unshareable(call.fn, call.args, call.kwargs)):
+            route = Route(FALLBACK, self.policy.fallback, why)
         with self._lock:
             self._counters[f"route.{route.executor}"] += 1
         if log.isEnabledFor(logging.DEBUG):
@@ -435,7 +515,9 @@ class AutoPoolExecutor(Executor):
     def _finish(self, executor: str, call: Call, exc: BaseException | None, result: Any) -> None:
         if exc is not None and executor == SUBINTERPRETER and self._rerouted(call, exc):
             return
-        if exc is not None:  # the lane marked the future running: no cancel() since
+        if call.future.cancelled():  # a thread lane's call, cancelled before it started
+            return
+        if exc is not None:
             call.future.set_exception(exc)
         else:
             call.future.set_result(result)
@@ -445,7 +527,7 @@ class AutoPoolExecutor(Executor):
         on the fallback (once)."""
         if call.rerouted:
             return False
-        if isinstance(exc, BrokenExecutor):
+        if isinstance(exc, BrokenExecutor) or call.refused:  # refused: e.g. no thread to start
             return self._sub_pool_broken(call, exc)
         message = subinterpreter_import_message(exc)
         if message is None:
@@ -523,11 +605,14 @@ class AutoPoolExecutor(Executor):
         init, args = self._initializer, self._initargs
         if name == SUBINTERPRETER:
             assert self._sub_cls is not None
-            start = (list(sys.path), None if init is None else pickle.dumps((init, args)))
+            authkey = bytes(multiprocessing.current_process().authkey)
+            start = (list(sys.path), self._init_blob, authkey)
             return self._sub_cls(self._max_workers, initializer=_worker.start, initargs=start)  # type: ignore[call-arg]
         if name == "process":
-            return ProcessPoolExecutor(self._max_workers, self._mp_context, init, args)
-        return ThreadPoolExecutor(self._max_workers, "subcompat-fallback", init, args)
+            return ProcessPoolExecutor(
+                self._max_workers, self._mp_context, init, args, max_tasks_per_child=self._max_tasks_per_child
+            )
+        return ThreadPoolExecutor(self._max_workers, self._thread_name_prefix, init, args)
 
     # -- lifetime ----------------------------------------------------------------------
     def _forget(self, future: Future[Any]) -> None:
@@ -554,6 +639,131 @@ class AutoPoolExecutor(Executor):
             probes.shutdown(wait=wait)
 
 
+def _result_or_cancel(future: Future[Any], end: float | None) -> Any:
+    """The result by ``end``; on a timeout the call is cancelled if it has not started."""
+    try:
+        try:
+            return future.result(None if end is None else end - time.monotonic())
+        finally:
+            future.cancel()
+    finally:
+        del future
+
+
 def _name(fn: Any) -> str:
     fn = _unwrapped(fn)
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class AutoThreadPoolExecutor(AutoPoolExecutor, ThreadPoolExecutor):  # type: ignore[misc]
+    """AutoPoolExecutor whose fallback is a thread pool, with ``ThreadPoolExecutor``'s
+    arguments; an instance of it, so asyncio takes it as its default executor (3.14
+    requires a ThreadPoolExecutor there)."""
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        fallback: str = "thread",
+        degraded: str = FALLBACK,
+        cache_dir: str | os.PathLike[str] | None = None,
+        probe_timeout: float = 30.0,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        if fallback != "thread":
+            raise ValueError(f"AutoThreadPoolExecutor's fallback is 'thread', not {fallback!r}")
+        self._thread_name_prefix = thread_name_prefix
+        self._mp_context = None
+        self._max_tasks_per_child = None
+        self._setup(
+            max_workers, initializer, initargs, fallback, degraded, cache_dir, probe_timeout, max_batch
+        )
+
+
+class AutoProcessPoolExecutor(AutoPoolExecutor, ProcessPoolExecutor):  # type: ignore[misc]
+    """AutoPoolExecutor whose fallback is a process pool, with ``ProcessPoolExecutor``'s
+    arguments (``mp_context`` second, ``max_tasks_per_child``) and its
+    ``terminate_workers()`` / ``kill_workers()``. ``mp_context`` defaults to forkserver
+    where the platform's default is fork (this executor has threads), to spawn with
+    ``max_tasks_per_child`` (as the stdlib does)."""
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        fallback: str = "process",
+        degraded: str = FALLBACK,
+        cache_dir: str | os.PathLike[str] | None = None,
+        probe_timeout: float = 30.0,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        if fallback not in ("process", "thread"):
+            Policy(fallback=fallback, degraded=degraded)  # the ValueError naming the option
+        if fallback != "process":
+            raise ValueError(f"AutoProcessPoolExecutor's fallback is 'process', not {fallback!r}")
+        if max_tasks_per_child is not None:
+            if isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            if mp_context is None:
+                mp_context = multiprocessing.get_context("spawn")
+            elif mp_context.get_start_method(allow_none=False) == "fork":
+                raise ValueError(
+                    "max_tasks_per_child is incompatible with the 'fork' multiprocessing start "
+                    "method; supply a different mp_context."
+                )
+        self._mp_context = mp_context if mp_context is not None else _default_mp_context()
+        self._max_tasks_per_child = max_tasks_per_child
+        self._thread_name_prefix = ""
+        self._setup(
+            max_workers, initializer, initargs, fallback, degraded, cache_dir, probe_timeout, max_batch
+        )
+
+    def terminate_workers(self) -> None:
+        """``ProcessPoolExecutor.terminate_workers``: calls not started are cancelled, the
+        fallback's processes are sent SIGTERM; a call running in a sub-interpreter cannot be
+        stopped from outside and completes."""
+        self._force_shutdown("terminate")
+
+    def kill_workers(self) -> None:
+        """As ``terminate_workers``, with SIGKILL."""
+        self._force_shutdown("kill")
+
+    def _force_shutdown(self, how: str) -> None:
+        with self._lock:
+            lane = self._lanes.get("process")
+        pool = lane.pool if lane is not None else None
+        processes = dict(getattr(pool, "_processes", None) or {})
+        self.shutdown(wait=False, cancel_futures=True)
+        for process in processes.values():
+            try:
+                getattr(process, how)()
+            except (OSError, ValueError, AttributeError):  # gone already
+                pass
+
+
+_EXECUTORS: weakref.WeakSet[AutoPoolExecutor] = weakref.WeakSet()
+_EXITING = False
+
+
+def _python_exit() -> None:
+    """At interpreter exit (before the stdlib pools' own hook: registered after it), every
+    call already submitted still runs, as the stdlib pools' do; ``submit()`` from here on
+    raises their RuntimeError."""
+    global _EXITING
+    _EXITING = True
+    for executor in list(_EXECUTORS):
+        executor._drain()
+
+
+_register = getattr(threading, "_register_atexit", None)  # what the stdlib pools use
+if _register is not None:
+    _register(_python_exit)

@@ -584,6 +584,10 @@ def test_max_batch_one_sends_every_call_alone(app):
     assert stats["batches.subinterpreter"] == stats["route.subinterpreter"] == 100
 
 
+def _with_notes(exc: BaseException) -> str:
+    return " ".join([str(exc), *getattr(exc, "__notes__", ())])
+
+
 @needs_subinterpreters
 @pytest.mark.parametrize("where", ["oc", "oc_bad"])
 def test_a_call_that_cannot_be_sent_fails_alone(app, where):
@@ -605,7 +609,7 @@ def test_a_call_that_cannot_be_sent_fails_alone(app, where):
     assert failed == {50} and ("pickle" in why or "cross-interpreter data" in why) and "lock" in why
     assert [f.result() for i, f in enumerate(sent) if i != 50] == [x for x in range(100) if x != 50]
     assert [i for i, f in enumerate(back) if f.exception(timeout=0) is not None] == [5]
-    assert "cannot be sent back" in str(back[5].exception())
+    assert "cannot be sent back" in _with_notes(back[5].exception())
     assert [f.result() for i, f in enumerate(back) if i != 5] == [x for x in range(100) if x != 5]
     route = "subinterpreter" if where == "oc" else "process"
     assert stats[f"batches.{route}"] < 200 and stats.get("reroutes", 0) == 0
@@ -627,7 +631,7 @@ def test_an_outcome_that_cannot_be_unpickled_here_fails_its_call_only_and_nothin
         close(pool)
     assert sorted(map(int, log.read_text().split())) == list(range(150))  # each call ran once
     assert [i for i, f in enumerate(futures) if f.exception(timeout=0) is not None] == [7]
-    assert "cannot be unpickled here" in str(futures[7].exception())
+    assert "cannot be unpickled here" in _with_notes(futures[7].exception())
     assert [f.result() for i, f in enumerate(futures) if i != 7] == [x for x in range(150) if x != 7]
     assert sum(n for k, n in stats.items() if k.startswith("batches.")) < 150
 
@@ -740,3 +744,176 @@ def test_a_call_still_waiting_in_the_lane_can_be_cancelled(app):
         close(pool)
     assert [f.result(timeout=0) for f in futures[:2]] == [True, True]
     assert futures[2].cancelled() and mod.RAN == [0, 1]
+
+
+# -- a drop-in for the stdlib pools (issue 23; tests/test_stdlib_futures.py runs their suite) --
+
+EXIT_JOB = """
+import time
+
+def say(word):
+    time.sleep(0.3)
+    print(word, flush=True)
+"""
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("fallback", ["thread", "process"])
+def test_calls_submitted_just_before_exit_run_and_submit_from_atexit_raises(app, tmp_path, fallback):
+    """The stdlib suite's two interpreter-exit tests, on AutoPoolExecutor: their scripts
+    import the pool class from concurrent.futures by name, so they are rebuilt here."""
+    mods = app({"exitjob": EXIT_JOB})
+    module = mods["exitjob"].__name__
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import atexit
+            from subcompat.futures import AutoPoolExecutor
+            from {module} import say
+
+            @atexit.register
+            def run_last():
+                try:
+                    t.submit(id, None)
+                except RuntimeError as exc:
+                    print("runtime-error:", exc, flush=True)
+
+            if __name__ == "__main__":
+                t = AutoPoolExecutor(3, fallback={fallback!r}, cache_dir={app.cache_dir!r})
+                t.submit(say, "apple")  # its module not probed yet: it waits for the probe
+                t.submit(pow, 2, 3)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=BOUND, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "apple",
+        "runtime-error: cannot schedule new futures after interpreter shutdown",
+    ], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@needs_subinterpreters
+def test_each_flavour_takes_its_stdlib_pools_arguments(app):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from subcompat.futures import AutoPoolExecutor, AutoProcessPoolExecutor, AutoThreadPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")
+    pool = AutoPoolExecutor(2, spawn, cache_dir=app.cache_dir)  # ProcessPoolExecutor(2, spawn)
+    assert isinstance(pool, AutoProcessPoolExecutor) and isinstance(pool, ProcessPoolExecutor)
+    assert pool._mp_context is spawn
+    close(pool)
+    pool = AutoPoolExecutor(2, "worker", fallback="thread", cache_dir=app.cache_dir)
+    assert isinstance(pool, AutoThreadPoolExecutor) and isinstance(pool, ThreadPoolExecutor)
+    assert pool.submit(threading.current_thread).result(BOUND).name.startswith("worker_")
+    close(pool)
+    with pytest.raises(ValueError, match="fork"):
+        AutoPoolExecutor(2, multiprocessing.get_context("fork"), max_tasks_per_child=1)
+    with AutoPoolExecutor(1, max_tasks_per_child=1, cache_dir=app.cache_dir) as pool:
+        assert pool._mp_context.get_start_method() == "spawn"  # as ProcessPoolExecutor chooses
+        pids = {pool.submit(os.getpid).result(BOUND) for _ in range(3)}
+        assert len(pids) == 3  # one process per call
+
+
+@needs_subinterpreters
+def test_asyncio_takes_the_thread_flavour_as_its_default_executor(app):
+    import asyncio
+
+    from subcompat.futures import AutoPoolExecutor
+
+    mods = app({"plain": "def triple(x):\n    return 3 * x\n"})
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(AutoPoolExecutor(2, fallback="thread", cache_dir=app.cache_dir))
+        return await loop.run_in_executor(None, mods["plain"].triple, 5)
+
+    assert asyncio.run(main()) == 15
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("fallback", ["thread", "process"])
+def test_arguments_that_cannot_enter_a_subinterpreter_run_on_the_fallback(app, fallback):
+    """The module is compatible; the call's argument (an Event) is not shareable: measured
+    when the call is sent, it runs where the stdlib pool would run it."""
+    mods = app(
+        {"waits": "def is_set(event):\n    return event.is_set()\n\ndef truth(x):\n    return bool(x)\n"}
+    )
+    pool = executor(app, fallback=fallback)
+    try:
+        assert pool.submit(mods["waits"].truth, 1).result(BOUND) is True  # probed, compatible
+        if fallback == "thread":
+            event = threading.Event()
+            event.set()
+            assert pool.submit(mods["waits"].is_set, event).result(BOUND) is True
+        else:  # a process pool cannot take it either: the stdlib's error, from the fallback
+            with pytest.raises(TypeError, match="pickle"):
+                pool.submit(mods["waits"].is_set, threading.Event()).result(BOUND)
+        stats = pool.stats()
+        assert stats.get(f"route.{fallback}", 0) == 1 and stats["route.subinterpreter"] == 1
+    finally:
+        close(pool)
+
+
+@needs_subinterpreters
+def test_a_manager_proxy_works_in_a_subinterpreter(app):
+    import multiprocessing
+
+    mods = app({"proxied": "def put(d, k):\n    d[k] = k * 2\n    return len(d)\n"})
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        shared = manager.dict()
+        pool = executor(app)
+        try:
+            assert results([pool.submit(mods["proxied"].put, shared, k) for k in (1, 2)])[-1] >= 1
+            assert dict(shared) == {1: 2, 2: 4}
+            assert pool.stats().get("route.subinterpreter") == 2
+        finally:
+            close(pool)
+
+
+@needs_subinterpreters
+def test_a_c_function_runs_outside_this_process(app):
+    """os._exit in a sub-interpreter would end the caller; in the fallback it ends a
+    worker process, as with ProcessPoolExecutor."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = executor(app)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(os._exit, 1).result(BOUND)
+        assert pool.route_of(os._exit).executor == "process"
+        assert "C function" in pool.route_of(os._exit).why
+    finally:
+        close(pool)
+
+
+@needs_subinterpreters
+def test_no_reference_is_kept_past_a_call(app):
+    import gc
+    import weakref
+
+    mods = app(
+        {"objs": "class Box:\n    def get(self):\n        return Box()\n\ndef make(_):\n    return Box()\n"}
+    )
+    pool = executor(app, fallback="thread")
+    try:
+        box = mods["objs"].Box()
+        gone = weakref.ref(box)
+        pool.submit(box.get).result(BOUND)  # the timing table keys by name, not by the method
+        del box
+        gc.collect()
+        assert gone() is None
+        for obj in pool.map(mods["objs"].make, range(4)):
+            ref = weakref.ref(obj)
+            del obj
+            gc.collect()
+            assert ref() is None  # map's iterator does not hold the last result
+    finally:
+        close(pool)

@@ -1,0 +1,143 @@
+"""CPython's own ``test.test_concurrent_futures``, with AutoPoolExecutor as the executor.
+
+The interpreter's test package provides the tests (pyenv's 3.13.0 ships it; CI adds it to the
+others with ``pythons testsuite``); nothing of it is in this repo. Its executor-generic
+classes (and the thread/process-specific ones that use public API only) are rebuilt here
+once per fallback: the thread flavour where the suite uses ``ThreadPoolExecutor``, the
+process flavour (forkserver) where it uses ``ProcessPoolExecutor``.
+
+Every test left out is in ``EXCLUDED`` with its reason; the README lists them too."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import tempfile
+import unittest
+
+from _req import require_or_skip
+
+from subcompat.futures import AutoProcessPoolExecutor, AutoThreadPoolExecutor
+
+
+def _have_suite() -> bool:
+    try:
+        return importlib.util.find_spec("test.test_concurrent_futures") is not None
+    except ImportError:
+        return False
+
+
+HAVE = _have_suite() and sys.version_info >= (3, 13)
+WHY_ABSENT = (
+    f"Python {sys.version.split()[0]} has no test.test_concurrent_futures "
+    "(add it with: pythons testsuite 3.13 3.14 3.15)"
+)
+
+
+def test_stdlib_suite_present() -> None:
+    """Required in CI: without the package, nothing below is collected."""
+    require_or_skip(HAVE, WHY_ABSENT)
+
+
+# One probe cache for the whole run: each module of the suite is probed once.
+_CACHE = tempfile.mkdtemp(prefix="subcompat-stdlib-futures-")
+
+# test name (method, or Class.method for one class) -> why it is not run here.
+THREADS = "reads ThreadPoolExecutor._threads (a private attribute of that class)"
+PROCESSES = "reads ProcessPoolExecutor._processes (a private attribute of that class)"
+BY_NAME = (
+    "its script imports the executor class from concurrent.futures by name; "
+    "the same script on AutoPoolExecutor is in tests/test_futures.py"
+)
+EXCLUDED: dict[str, str] = {
+    "test_interpreter_shutdown": BY_NAME,
+    "test_submit_after_interpreter_shutdown": BY_NAME,
+    "test_hang_gh83386": BY_NAME,
+    "AutoThreadPoolSpecific.test_idle_thread_reuse": THREADS,
+    "AutoThreadPoolSpecific.test_saturation": THREADS,
+    "AutoThreadShutdownSpecific.test_threads_terminate": THREADS,
+    "AutoProcessPoolSpecific.test_saturation": PROCESSES,
+    "AutoProcessPoolSpecific.test_idle_process_reuse_one": PROCESSES,
+    "AutoProcessPoolSpecific.test_idle_process_reuse_multiple": PROCESSES,
+    "AutoProcessPoolSpecific.test_killed_child": PROCESSES,
+    "AutoProcessPoolSpecific.test_max_tasks_per_child": PROCESSES,
+    "AutoProcessShutdownSpecific.test_processes_terminate": PROCESSES,
+    "AutoProcessDeadlock.test_shutdown_deadlock_pickle": (
+        "reads ProcessPoolExecutor._executor_manager_thread (a private attribute of that class)"
+    ),
+}
+
+
+class AutoThread(AutoThreadPoolExecutor):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("cache_dir", _CACHE)
+        super().__init__(*args, **kwargs)
+
+
+class AutoProcess(AutoProcessPoolExecutor):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("cache_dir", _CACHE)
+        super().__init__(*args, **kwargs)
+
+
+def _build() -> dict[str, type]:
+    pkg = "test.test_concurrent_futures"
+    util = importlib.import_module(f"{pkg}.util")
+    mods = {
+        name: importlib.import_module(f"{pkg}.{name}")
+        for name in (
+            "executor",
+            "test_shutdown",
+            "test_wait",
+            "test_as_completed",
+            "test_init",
+            "test_deadlock",
+            "test_thread_pool",
+            "test_process_pool",
+        )
+    }
+
+    class ThreadMixin(util.ThreadPoolMixin):
+        executor_type = AutoThread
+
+    class ProcessMixin(util.ProcessPoolForkserverMixin):
+        executor_type = AutoProcess
+
+    generic = [
+        mods["executor"].ExecutorTest,
+        mods["test_shutdown"].ExecutorShutdownTest,
+        mods["test_wait"].WaitTests,
+        mods["test_as_completed"].AsCompletedTests,
+    ]
+    made: dict[str, type] = {}
+    base = util.BaseTestCase
+
+    def make(name: str, bases: tuple[type, ...]) -> None:
+        cls = type(name, bases, {"__module__": __name__})
+        for attr in dir(cls):
+            if not attr.startswith("test"):
+                continue
+            reason = EXCLUDED.get(f"{name}.{attr}") or EXCLUDED.get(attr)
+            if reason:
+                setattr(cls, attr, unittest.skip(reason)(getattr(cls, attr)))
+        made[name] = cls
+
+    for flavour, mixin in (("Thread", ThreadMixin), ("Process", ProcessMixin)):
+        for test in generic:
+            make(f"Auto{flavour}{test.__name__}", (mixin, test, base))
+        init = mods["test_init"]
+        make(f"Auto{flavour}Initializer", (init.InitializerMixin, mixin, base))
+        make(f"Auto{flavour}FailingInitializer", (init.FailingInitializerMixin, mixin, base))
+    tp, pp = mods["test_thread_pool"], mods["test_process_pool"]
+    make("AutoThreadPoolSpecific", (ThreadMixin, tp.ThreadPoolExecutorTest))
+    make("AutoThreadShutdownSpecific", (ThreadMixin, mods["test_shutdown"].ThreadPoolShutdownTest))
+    make("AutoThreadWaitSpecific", (ThreadMixin, mods["test_wait"].ThreadPoolWaitTests))
+    make("AutoProcessPoolSpecific", (ProcessMixin, pp.ProcessPoolExecutorTest, base))
+    make("AutoProcessShutdownSpecific", (ProcessMixin, mods["test_shutdown"].ProcessPoolShutdownTest, base))
+    make("AutoProcessDeadlock", (ProcessMixin, mods["test_deadlock"].ExecutorDeadlockTest, base))
+    return made
+
+
+if HAVE:
+    globals().update(_build())
