@@ -152,10 +152,9 @@ class Lane:
             if batch and (call.alone or expected + cost > TARGET_S):
                 break
             self._backlog.popleft()
-            if not self._pickled:  # the thread worker marks it running as it starts it
-                if call.future.cancelled():
-                    continue
-            elif not call.started:
+            if call.future.cancelled():  # cancelled while it waited (its waiters are told)
+                continue
+            if self._pickled and not call.started:  # a thread worker marks it as it starts it
                 if not mark_running(call.future):
                     continue  # cancelled while it waited
                 call.started = True

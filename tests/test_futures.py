@@ -772,14 +772,14 @@ def test_calls_submitted_just_before_exit_run_and_submit_from_atexit_raises(app,
             from subcompat.futures import AutoPoolExecutor
             from {module} import say
 
-            @atexit.register
             def run_last():
                 try:
                     t.submit(id, None)
                 except RuntimeError as exc:
                     print("runtime-error:", exc, flush=True)
 
-            if __name__ == "__main__":
+            if __name__ == "__main__":  # (forkserver imports this module too)
+                atexit.register(run_last)
                 t = AutoPoolExecutor(3, fallback={fallback!r}, cache_dir={app.cache_dir!r})
                 t.submit(say, "apple")  # its module not probed yet: it waits for the probe
                 t.submit(pow, 2, 3)
@@ -812,7 +812,7 @@ def test_each_flavour_takes_its_stdlib_pools_arguments(app):
     close(pool)
     pool = AutoPoolExecutor(2, "worker", fallback="thread", cache_dir=app.cache_dir)
     assert isinstance(pool, AutoThreadPoolExecutor) and isinstance(pool, ThreadPoolExecutor)
-    assert pool.submit(threading.current_thread).result(BOUND).name.startswith("worker_")
+    assert pool.submit(lambda: threading.current_thread().name).result(BOUND).startswith("worker_")
     close(pool)
     with pytest.raises(ValueError, match="fork"):
         AutoPoolExecutor(2, multiprocessing.get_context("fork"), max_tasks_per_child=1)

