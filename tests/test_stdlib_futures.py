@@ -76,6 +76,7 @@ EXCLUDED: dict[str, str] = {
     "AutoProcessPoolSpecific.test_gc_during_max_tasks_worker_exit_gh152967": MANAGER,
     "AutoProcessPoolSpecific.test_force_shutdown_during_max_tasks_worker_exit": MANAGER,
     "AutoProcessPoolSpecific.test_failed_worker_replacement_breaks_pool": MANAGER,
+    "test_shutdown_no_wait_max_tasks_gh119592": MANAGER,
     # an open bug, not a limit (README "Using with concurrent.futures"):
     "AutoProcessPoolSpecific.test_python_finalization_error": (
         "known hang: after a thread-flavour executor ran a call in a sub-interpreter in the same "
