@@ -126,7 +126,9 @@ def _sql(python: str, dsn: str, statement: str) -> str:
 
 
 def _store_probes(python: str, url: str) -> int:
-    return int(_sql(python, url, "SELECT coalesce(sum(probes), 0) FROM subcompat_verdicts_v1") or 0)
+    from subcompat.cache_pg import TABLE  # the store's versioned table name
+
+    return int(_sql(python, url, f"SELECT coalesce(sum(probes), 0) FROM {TABLE}") or 0)
 
 
 def _ms(seconds: float) -> str:

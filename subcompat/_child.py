@@ -411,8 +411,7 @@ class Child:
 
         package = req["package"]
         if package not in self._loads:
-            if req.get("sys_path"):
-                sys.path[:] = req["sys_path"]
+            sys.path[:] = req.get("sys_path") or self.sys_path  # the job's, not our clean one
             before = set(sys.modules)
             try:
                 importlib.import_module(package)

@@ -21,7 +21,7 @@ Degradation. Connecting and every statement are bounded (``connect_timeout``,
 ``statement_timeout``); a failure switches PostgreSQL off in this process for
 ``RETRY_S`` seconds, with one warning, and the local cache goes on answering.
 
-Schema. One table whose name carries its version (``subcompat_verdicts_v1``): another
+Schema. One table whose name carries its version (``subcompat_verdicts_v2``: ``TABLE``): another
 version of subcompat uses its own table and never alters these rows; chancy's tables
 (``chancy_*``) and migrations are never touched. psycopg is imported here, lazily: the
 rest of subcompat stays importable without it.
