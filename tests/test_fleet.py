@@ -411,7 +411,8 @@ def test_eight_chancy_workers_share_one_probe_per_module(store, app):
         module = j.func.rpartition(".")[0]
         wanted = "subinterpreter" if _expected(module) == "compatible" else "process"
         assert j.meta["subcompat"]["executor"] == wanted, (module, j.meta)
-    assert _store_counts(store) == {t: 1 for t in app["targets"]}  # exactly 10 probes, fleet-wide
+    # exactly 10 probes, fleet-wide: one per job function (chancy routes per function)
+    assert _store_counts(store) == {f"{t}:job": 1 for t in app["targets"]}
 
 
 def test_chancy_worker_killed_mid_probe_another_takes_over(store, app):
@@ -442,7 +443,7 @@ def test_chancy_worker_killed_mid_probe_another_takes_over(store, app):
     assert sorted(x for x in lines if x.startswith("m0#")) == ["m0#0", "m0#1"]  # none lost or run twice
     assert sum(1 for x in lines if x.startswith("gated start")) == 4
     counts = _store_counts(store)
-    assert counts["chancy_jobs.gated"] == 1  # the dead prober wrote nothing; one took over
+    assert counts["chancy_jobs.gated:job"] == 1  # the dead prober wrote nothing; one took over
 
 
 def test_verdict_store_stopped_jobs_keep_flowing(pg_dsn, app, caplog):
@@ -465,7 +466,7 @@ def test_verdict_store_stopped_jobs_keep_flowing(pg_dsn, app, caplog):
             assert states(first) == {"m0": ["succeeded"], "m1": ["succeeded"]}, [
                 j.errors for jobs in first.values() for j in jobs
             ]
-            assert _store_counts(store_url) == {"fleetjobs.m0": 1, "fleetjobs.m1": 1}
+            assert _store_counts(store_url) == {"fleetjobs.m0:job": 1, "fleetjobs.m1:job": 1}
 
             STOP[store_url]()  # the worker process lives on; its verdict store is gone
             caplog.set_level("WARNING")
@@ -497,7 +498,7 @@ def test_verdict_store_stopped_jobs_keep_flowing(pg_dsn, app, caplog):
         local = {j["target"] for j in cache.summary()["jobs"]}
     finally:
         cache.close()
-    assert local == {f"fleetjobs.m{i}" for i in range(4)}  # m2, m3 probed and kept locally
+    assert local == {f"fleetjobs.m{i}:job" for i in range(4)}  # m2, m3 probed and kept locally
     said = [r.getMessage() for r in caplog.records if "using the local cache" in r.getMessage()]
     assert len(said) == 1, said
 
