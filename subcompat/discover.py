@@ -201,7 +201,8 @@ def _under(path: str, root: str) -> bool:
 _IMPORT_FUNCS = {"import_module", "__import__"}
 
 
-def _resolve(module: str | None, level: int, package: str) -> str | None:
+def resolve_relative(module: str | None, level: int, package: str) -> str | None:
+    """The absolute name of ``from <level dots><module> import`` inside ``package``."""
     if level == 0:
         return module
     parts = package.split(".") if package else []
@@ -209,6 +210,18 @@ def _resolve(module: str | None, level: int, package: str) -> str | None:
         return None
     base = parts[: len(parts) - (level - 1)]
     return ".".join(base + ([module] if module else []))
+
+
+def import_module_name(name: str, keywords: Iterable[Any], package: str) -> str:
+    """The absolute name ``importlib.import_module(name, package=...)`` imports ("" if a
+    relative name cannot be resolved); ``keywords`` are the call's ``ast.keyword`` nodes."""
+    level = len(name) - len(name.lstrip("."))
+    if not level:
+        return name
+    for kw in keywords:
+        if kw.arg == "package" and type(kw.value).__name__ == "Constant":
+            package = str(kw.value.value)
+    return resolve_relative(name[level:] or None, level, package) or ""
 
 
 #: ``except`` clauses that catch a name missing from a module (AttributeError, or the
@@ -387,7 +400,7 @@ class _Scanner:
                 self._add(alias.name, (), node, self._how())
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        name = _resolve(node.module, node.level, self.package)
+        name = resolve_relative(node.module, node.level, self.package)
         names = tuple(a.name for a in node.names if a.name != "*")
         if name:
             guards = self._guards()
@@ -401,14 +414,7 @@ class _Scanner:
         if fname in _IMPORT_FUNCS and node.args:
             arg = node.args[0]
             if isinstance(arg, self._ast.Constant) and isinstance(arg.value, str):
-                name = arg.value
-                level = len(name) - len(name.lstrip("."))
-                if level:
-                    package = self.package
-                    for kw in node.keywords:
-                        if kw.arg == "package" and isinstance(kw.value, self._ast.Constant):
-                            package = str(kw.value.value)
-                    name = _resolve(name[level:] or None, level, package) or ""
+                name = import_module_name(arg.value, node.keywords, self.package)
                 self._add(name, (), node, "import_module")
         self.generic_visit(node)
 

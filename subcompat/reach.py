@@ -30,6 +30,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from subcompat.discover import import_module_name, resolve_relative
+
 __all__ = ["Guard", "ImportSite", "Reach", "catches"]
 
 #: a handler that catches every exception a failing import raises
@@ -123,16 +125,6 @@ def _short(file: str) -> str:
     return os.sep.join(parts[-2:]) if len(parts) > 1 else file
 
 
-def _resolve(module: str | None, level: int, package: str) -> str | None:
-    if level == 0:
-        return module
-    parts = package.split(".") if package else []
-    if level - 1 > len(parts) or not parts:
-        return None
-    base = parts[: len(parts) - (level - 1)]
-    return ".".join(base + ([module] if module else []))
-
-
 Binding = tuple[str, ...]  # ("unit", name) | ("module", mod) | ("from", mod, attr)
 
 
@@ -221,7 +213,7 @@ class _Walker:
                     self.bind(top, ("module", top))
                 self.site(alias.name, (), node)
         elif isinstance(node, ast.ImportFrom):
-            name = _resolve(node.module, node.level, self.package)
+            name = resolve_relative(node.module, node.level, self.package)
             if name:
                 names = tuple(a.name for a in node.names if a.name != "*")
                 for alias in node.names:
@@ -347,14 +339,7 @@ class _Walker:
         if fname in ("import_module", "__import__") and node.args:
             arg = node.args[0]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                name = arg.value
-                level = len(name) - len(name.lstrip("."))
-                if level:
-                    package = self.package
-                    for kw in node.keywords:
-                        if kw.arg == "package" and isinstance(kw.value, ast.Constant):
-                            package = str(kw.value.value)
-                    name = _resolve(name[level:] or None, level, package) or ""
+                name = import_module_name(arg.value, node.keywords, self.package)
                 if name:
                     self.site(name, (), node)
         elif fname == "getattr" and len(node.args) >= 2:  # getattr(mod, "name"): a literal chain
