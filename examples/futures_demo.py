@@ -1,11 +1,11 @@
-"""AutoPoolExecutor on the example app: each call goes where its module can run.
+"""AutoPoolExecutor on the example app: each call goes where its function can run.
 
     cd examples && python futures_demo.py      # Python >= 3.13 (3.13: pip install 'subcompat[futures]')
 
 reports.daily_report is compatible (a sub-interpreter), serialize.pack is degraded and
 pricing.quote imports ujson in its body (both on the process fallback), and the function
 defined here, in __main__, cannot be sent to a sub-interpreter at all (also the fallback).
-The first run probes each module once (cached for the next run).
+The first run probes each function once (cached for the next run).
 """
 
 import logging

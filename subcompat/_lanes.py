@@ -45,7 +45,7 @@ class Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     key: Any
-    module: str | None
+    target: str | None  # the probe target it is routed by (``module:function``)
     future: Future[Any]
     rerouted: bool = False
     started: bool = False  # its future is RUNNING: cancel() refuses from here on

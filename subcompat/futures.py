@@ -1,5 +1,5 @@
 """A ``concurrent.futures`` executor that runs each call in a sub-interpreter when its
-callable's module can load there, and in a process (or thread) pool otherwise.
+callable can run there, and in a process (or thread) pool otherwise.
 
     with AutoPoolExecutor(fallback="process") as pool:
         prices = list(pool.map(myapp.jobs.price, orders, chunksize=16))
@@ -9,11 +9,16 @@ sub-interpreter (3.13's backport leaves the future pending forever, gh-125864; 3
 raises ``NotShareableError`` with the ImportError down its chain), cannot send a function
 defined in ``__main__`` (gh-136603), and runs a degraded package's slow path silently.
 
-Routing is per module of the callable (a ``functools.partial`` is looked through), with
-the probe, policy and cache of ``subcompat check``: a known module is a dict lookup; an
+Routing is per callable, with the probe, policy and cache of ``subcompat check``:
+``pkg.jobs.price`` is judged as the target ``pkg.jobs:price`` (a method as its class), so
+only the deferred imports that function reaches count and one numpy function does not
+send its module's other functions to a process. A ``functools.partial`` is looked
+through; a callable with no name to import it by (a method bound to an instance, a
+callable object) is judged by its whole module. A known target is a dict lookup; an
 unknown one is probed once, in a probe thread (never the caller's), while its calls wait.
 A call that still fails in the sub-interpreter with the sub-interpreter ImportError is
-recorded in the cache and re-run once on the fallback; its future gets that result.
+recorded in the cache (for its target) and re-run once on the fallback; its future gets
+that result, and only that target's later calls move.
 
 Each inner pool is fed by a lane (``_lanes``): calls that wait while the pool is busy
 leave together in one pool task, so a small call does not pay a whole pool round trip.
@@ -58,7 +63,7 @@ if TYPE_CHECKING:
     from subcompat.verdict import Verdict
 
 log = logging.getLogger("subcompat.futures")
-PROBE_THREADS = 2  # modules probed at once
+PROBE_THREADS = 2  # targets probed at once
 
 
 # -- the interpreter pool of this Python ---------------------------------------------------
@@ -145,7 +150,7 @@ def _default_mp_context() -> Any:
 
 
 def _routing_target(fn: Any) -> tuple[str | None, str | None]:
-    """(module to route by, or why it goes to the fallback without a probe)."""
+    """(target to route by, or why it goes to the fallback without a probe)."""
     fn = _unwrapped(fn)
     if (risk := _ends_process_risk(fn)) is not None:
         return None, risk
@@ -157,7 +162,30 @@ def _routing_target(fn: Any) -> tuple[str | None, str | None]:
     qualname = getattr(fn, "__qualname__", "")
     if isinstance(qualname, str) and ("<locals>" in qualname or "<lambda>" in qualname):
         return None, "a lambda or local function: it cannot be sent by name"
-    return module, None
+    return callable_target(fn, module, qualname), None
+
+
+def callable_target(fn: Any, module: str, qualname: Any) -> str:
+    """The probe target ``fn``'s calls are judged as: ``module:name`` when ``fn`` is what
+    ``module.qualname`` names (a function, a class, or a static or class method of a class
+    there, judged as its class: reach's unit), so only the deferred imports it reaches
+    count; else its whole ``module``. A method bound to an instance is judged by its
+    module: ``self`` may be of a subclass whose methods the class's unit does not cover.
+    Looked up in ``vars()``: no code of the caller's runs."""
+    if not isinstance(qualname, str) or not qualname:
+        return module
+    owner: Any = None
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        if not isinstance(found, (types.ModuleType, type)):
+            return module
+        owner, found = found, vars(found).get(part)
+    if isinstance(found, staticmethod):
+        found = found.__func__
+    elif isinstance(found, classmethod):  # bound to the very class that defines it
+        same = getattr(fn, "__func__", None) is found.__func__ and getattr(fn, "__self__", None) is owner
+        found = fn if same else None
+    return f"{module}:{qualname.partition('.')[0]}" if found is fn else module
 
 
 def _unwrapped(fn: Any) -> Any:
@@ -265,7 +293,7 @@ class AutoPoolExecutor(Executor):
         self._idle = threading.Condition(self._lock)
         self._lanes: dict[str, Lane] = {}
         self._routes: dict[str, Route] = {}
-        self._waiting: dict[str, list[Call]] = {}  # module -> calls waiting for its probe
+        self._waiting: dict[str, list[Call]] = {}  # target -> calls waiting for its probe
         self._live: set[Future[Any]] = set()
         self._closing = self._close_when_idle = self._closed = False
         self._probe_pool: ThreadPoolExecutor | None = None
@@ -389,7 +417,8 @@ class AutoPoolExecutor(Executor):
 
     # -- inspection --------------------------------------------------------------------
     def route_of(self, fn: Callable[..., Any]) -> Route | None:
-        """The decision for ``fn``'s calls, or None while its module is not probed yet."""
+        """The decision for ``fn``'s calls (judged as ``module:function``, see
+        ``callable_target``), or None while that target is not probed yet."""
         route = self._known(fn)[1]
         return None if route is None else self._usable(route)
 
@@ -407,16 +436,16 @@ class AutoPoolExecutor(Executor):
     def _known(self, fn: Any) -> tuple[str | None, Route | None]:
         if self._unavailable:
             return None, Route(FALLBACK, self.policy.fallback, self._unavailable)
-        module, why = _routing_target(fn)
-        if module is None:
+        target, why = _routing_target(fn)
+        if target is None:
             return None, Route(FALLBACK, self.policy.fallback, why or "")
-        return module, self._routes.get(module)
+        return target, self._routes.get(target)
 
     def _submit(
         self, route_by: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any
     ) -> Future[Any]:
-        module, route = self._known(route_by)
-        call = Call(fn, args, kwargs, key, module, Future())
+        target, route = self._known(route_by)
+        call = Call(fn, args, kwargs, key, target, Future())
         probe = False
         with self._lock:
             if self._broken:
@@ -428,38 +457,38 @@ class AutoPoolExecutor(Executor):
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             self._live.add(call.future)
             if route is None:
-                route = self._routes.get(module)  # type: ignore[arg-type]
+                route = self._routes.get(target)  # type: ignore[arg-type]
             if route is None:
-                assert module is not None
-                probe = module not in self._waiting
-                self._waiting.setdefault(module, []).append(call)
+                assert target is not None
+                probe = target not in self._waiting
+                self._waiting.setdefault(target, []).append(call)
         call.future.add_done_callback(self._forget)
         if probe:
-            self._start_probe(call.module)  # type: ignore[arg-type]
+            self._start_probe(call.target)  # type: ignore[arg-type]
         elif route is not None:
             self._dispatch(call, route)
         return call.future
 
-    def _start_probe(self, module: str) -> None:
+    def _start_probe(self, target: str) -> None:
         with self._lock:
             self._counters["probes"] += 1
         try:
-            self._probe_threads().submit(self._probe, module)
+            self._probe_threads().submit(self._probe, target)
         except BaseException as exc:  # no thread to probe in (interpreter exiting): no call lost
-            self._routed(module, self._probe_failed(module, exc))
+            self._routed(target, self._probe_failed(target, exc))
 
-    def _probe(self, module: str) -> None:
+    def _probe(self, target: str) -> None:
         try:
-            route = self._route(self._check(module))
+            route = self._route(self._check(target))
         except BaseException as exc:  # whatever the probe did, its calls must complete
-            route = self._probe_failed(module, exc)
-        self._routed(module, route)
+            route = self._probe_failed(target, exc)
+        self._routed(target, route)
 
-    def _probe_failed(self, module: str, exc: BaseException) -> Route:
+    def _probe_failed(self, target: str, exc: BaseException) -> Route:
         with self._lock:
             self._counters["probe_errors"] += 1
         log.warning(
-            "subcompat: probing %s failed (%s); its calls use the %s pool", module, exc, self.policy.fallback
+            "subcompat: probing %s failed (%s); its calls use the %s pool", target, exc, self.policy.fallback
         )
         return Route(
             FALLBACK, self.policy.fallback, f"unknown: the probe failed ({type(exc).__name__}: {exc})"
@@ -473,18 +502,18 @@ class AutoPoolExecutor(Executor):
             )
         return route
 
-    def _routed(self, module: str, route: Route) -> None:
+    def _routed(self, target: str, route: Route) -> None:
         with self._lock:
-            self._routes[module] = route
-            calls = self._waiting.pop(module, [])
+            self._routes[target] = route
+            calls = self._waiting.pop(target, [])
         for call in calls:
             self._dispatch(call, route)
 
-    def _check(self, module: str) -> Verdict:
+    def _check(self, target: str) -> Verdict:
         from subcompat.cache import Cache
         from subcompat.check import check_module
 
-        return check_module(module, Cache(self.cache_dir), timeout=self.probe_timeout, policy=self.policy)
+        return check_module(target, Cache(self.cache_dir), timeout=self.probe_timeout, policy=self.policy)
 
     def _probe_threads(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -495,7 +524,7 @@ class AutoPoolExecutor(Executor):
     # -- running -----------------------------------------------------------------------
     def _dispatch(self, call: Call, route: Route) -> None:
         """Hand the call to its pool's lane; never raises (a refusal completes the future)."""
-        if call.future.done():  # cancelled while its module was probed
+        if call.future.done():  # cancelled while its target was probed
             return
         route = self._usable(route)
         if route.executor == SUBINTERPRETER and (why := _unshareable(call.fn, call.args, call.kwargs)):
@@ -533,23 +562,23 @@ class AutoPoolExecutor(Executor):
         if message is None:
             return False
         route = Route(FALLBACK, self.policy.fallback, f"learned at run time: {message}")
-        module = call.module
+        target = call.target
         with self._lock:
-            first = module is None or self._routes.get(module) != route
-            if module is not None:
-                self._routes[module] = route
+            first = target is None or self._routes.get(target) != route
+            if target is not None:
+                self._routes[target] = route
         if first:
             log.warning(
                 "subcompat: %s failed in a sub-interpreter (%s); re-run on the fallback",
                 _name(call.fn),
                 message,
             )
-        if first and module is not None:
+        if first and target is not None:
             try:
-                self._probe_threads().submit(self._learn, module, message)
+                self._probe_threads().submit(self._learn, target, message)
             except RuntimeError:  # interpreter exiting: the cache can do without it
                 pass
-        waiting = (lambda c: c.module == module) if first and module is not None else None
+        waiting = (lambda c: c.target == target) if first and target is not None else None
         self._to_fallback(call, route, waiting)
         return True
 
@@ -579,18 +608,18 @@ class AutoPoolExecutor(Executor):
             each.rerouted, each.alone = True, False
             self._dispatch(each, route)
 
-    def _learn(self, module: str, message: str) -> None:
+    def _learn(self, target: str, message: str) -> None:
         from subcompat.cache import Cache
         from subcompat.check import record_runtime_failure
 
         try:
             cache = Cache(self.cache_dir)
             try:
-                record_runtime_failure(module, message, cache=cache, sys_path=sys.path)
+                record_runtime_failure(target, message, cache=cache, sys_path=sys.path)
             finally:
                 cache.close()
         except Exception as exc:  # the call matters more than the cache
-            log.warning("subcompat: could not record %s in the cache (%s)", module, exc)
+            log.warning("subcompat: could not record %s in the cache (%s)", target, exc)
 
     def _lane(self, name: str) -> Lane:
         with self._lock:

@@ -156,6 +156,110 @@ def test_lazy_import_in_the_job_body_is_routed_before_it_runs(app):
         close(pool)
 
 
+MIXED = """
+def heavy():
+    import sc_single  # deferred: reached from heavy only
+    return sc_single.answer()
+
+def hidden():
+    import importlib
+    return importlib.import_module("sc_" + "single").answer()  # a name the probe cannot read
+
+class Jobs:
+    @staticmethod
+    def pure():
+        return where()
+
+    @classmethod
+    def made(cls):
+        return cls.__name__, where()
+
+    def on(self):
+        return where()
+
+class SubJobs(Jobs):
+    pass
+"""
+
+
+def test_each_callable_is_judged_as_its_own_target(app):
+    """A function, a class and its static/class methods by ``module:name`` (a method as
+    its class); a method bound to an instance, a subclass's inherited classmethod, a
+    callable object and a rebound name by the whole module. Through a partial too."""
+    import functools
+
+    from subcompat.futures import _routing_target
+
+    mod = app({"mixed": WHERE + MIXED})["mixed"]
+    name = mod.__name__
+    target = lambda fn: _routing_target(fn)[0]  # noqa: E731
+    assert target(mod.where) == f"{name}:where" and target(mod.heavy) == f"{name}:heavy"
+    assert target(functools.partial(mod.heavy)) == f"{name}:heavy"
+    assert target(mod.Jobs) == target(mod.Jobs.pure) == target(mod.Jobs.made) == f"{name}:Jobs"
+    assert target(mod.Jobs.on) == f"{name}:Jobs"  # the plain function, self passed as an argument
+    assert target(mod.Jobs().on) == name  # self may be of any subclass
+    assert target(mod.SubJobs.made) == name  # bound to a class other than its own
+    assert target(mod.SubJobs) == f"{name}:SubJobs"
+    mod.alias = mod.where
+    mod.where = functools.wraps(mod.alias)(lambda *a: mod.alias(*a))
+    assert target(mod.alias) == name  # its qualname no longer names it
+
+
+@needs_subinterpreters
+def test_routing_is_per_callable_not_per_module(app):
+    """One function of a module imports (in its body) an extension that never loads in a
+    sub-interpreter: it alone goes to the process pool; its neighbours, the class's
+    static method included, keep the sub-interpreter."""
+    mod = app({"mixed": WHERE + MIXED})["mixed"]
+    pool = executor(app)
+    try:
+        pure = [pool.submit(mod.where) for _ in range(4)] + [pool.submit(mod.Jobs.pure) for _ in range(2)]
+        heavy = [pool.submit(mod.heavy) for _ in range(3)]
+        got, answers = results(pure), results(heavy)
+        assert pool.route_of(mod.where).executor == "subinterpreter"
+        assert pool.route_of(mod.Jobs.pure).executor == "subinterpreter"
+        assert pool.route_of(mod.heavy).executor == "process"
+        assert "sc_single" in pool.route_of(mod.heavy).why
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert set(got) == {(False, os.getpid())} and answers == [42] * 3
+    assert stats["probes"] == 3  # where, Jobs, heavy: one each
+    assert stats["route.subinterpreter"] == 6 and stats["route.process"] == 3
+    assert stats.get("reroutes", 0) == 0
+
+
+@needs_subinterpreters
+def test_a_reroute_learnt_for_one_function_leaves_its_neighbour_in_place(app):
+    """``hidden`` imports by a built name: probed compatible, it fails in the
+    sub-interpreter, is learnt incompatible (in the cache too, for ``mod:hidden``) and
+    re-run on the fallback; ``where`` of the same module stays in sub-interpreters."""
+    from subcompat.cache import Cache
+
+    mod = app({"mixed": WHERE + MIXED})["mixed"]
+    pool = executor(app)
+    try:
+        assert results([pool.submit(mod.where)]) == [(False, os.getpid())]
+        assert results([pool.submit(mod.hidden) for _ in range(3)]) == [42] * 3
+        assert pool.route_of(mod.hidden).why.startswith("learned at run time")
+        after = results([pool.submit(mod.where) for _ in range(4)])
+        assert pool.route_of(mod.where).executor == "subinterpreter"
+        stats = pool.stats()
+    finally:
+        close(pool)
+    assert set(after) == {(False, os.getpid())}
+    # each hidden call ran on the process pool: sent there again, or straight once learnt
+    assert 1 <= stats["reroutes"] <= 3 and stats["route.process"] == 3
+    assert stats["route.subinterpreter"] == 5 + stats["reroutes"]
+    cache = Cache(app.cache_dir)
+    try:
+        cached = {j["target"]: j["verdict"] for j in cache.summary()["jobs"]}
+    finally:
+        cache.close()
+    assert cached[f"{mod.__name__}:hidden"] == "incompatible"
+    assert cached[f"{mod.__name__}:where"] == "compatible"
+
+
 def compatible_until_probed(app, tmp_path):
     """A module that imports an incompatible extension only once a flag file exists:
     probed (and cached) compatible without it, then the flag is set."""
