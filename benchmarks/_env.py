@@ -60,6 +60,22 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def make_venv(venv: Path) -> Path:
+    """A fresh venv without pip (Debian's CPython builds have no ensurepip, so
+    ``-m venv`` with pip fails there); pip_install() fills it from this process's pip."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
+    return venv_python(venv)
+
+
+def pip_install(py: Path, *args: str) -> None:
+    """``pip install ARGS`` into the venv of ``py``, run by the runner's own pip."""
+    cmd = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--disable-pip-version-check"]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+
+
 def ensure_venv(venv: Path, log=print) -> Path:
     """Create (or reuse) the benchmark venv; return its python."""
     reqs = _requirements()
@@ -69,14 +85,10 @@ def ensure_venv(venv: Path, log=print) -> Path:
     if stamp.exists() and stamp.read_text() == want and py.exists():
         return py
     log(f"building the benchmark venv {venv} ({len(EXTENSION_PACKAGES)} extension packages)...")
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    make_venv(venv)
 
     def install(*args: str) -> None:
-        proc = subprocess.run([*pip, *args], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"pip install {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+        pip_install(py, *args)
 
     # extension packages: wheels only, never a local build
     install("--only-binary", ":all:", *sorted(EXTENSION_PACKAGES))

@@ -44,24 +44,15 @@ runpy.run_module("subcompat", run_name="__main__", alter_sys=True)
 
 
 def ensure_venv(venv: Path, log=print) -> Path:
-    base = subprocess.run(
-        [sys.executable, "-c", "import sys; print(getattr(sys, '_base_executable', sys.executable))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     want = hashlib.sha256(("\n".join(PACKAGES) + "\n" + sys.version).encode()).hexdigest()
     stamp = venv / ".bench-done"
     py = _env.venv_python(venv)
     if stamp.exists() and stamp.read_text() == want and py.exists():
         return py
     log(f"building the scale venv {venv} ({', '.join(PACKAGES)}, wheels only)...")
-    subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    _env.make_venv(venv)
     for args in (["--only-binary", ":all:", *PACKAGES], ["packaging>=23", "platformdirs>=3"]):
-        proc = subprocess.run([*pip, *args], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"pip install {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+        _env.pip_install(py, *args)
     _env.link_subcompat(venv)
     stamp.write_text(want)
     return py
