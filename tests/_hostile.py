@@ -986,8 +986,23 @@ def run_check(
     args += ["--memory", str(memory), "--jobs", str(jobs)]
     args += ["--cache-dir", str(cache_dir)] if cache_dir is not None else ["--no-cache"]
     env = run_env(marker=marker, tmpdir=tmpdir, pythonpath=pythonpath, extra=extra_env)
+    return run_started(start_cli, args, app=app, env=env, marker=marker, tmpdir=tmpdir, timeout=timeout)
+
+
+def run_started(
+    start: Callable[..., tuple[subprocess.Popen[bytes], _Drain, _Drain]],
+    args: list[str],
+    *,
+    app: Path,
+    env: dict[str, str],
+    marker: str,
+    tmpdir: Path,
+    timeout: float,
+) -> Run:
+    """Start the CLI with ``start(args, cwd=app, env=env)``, wait for it within the
+    run's hard bound, measure, and kill whatever of the run is left."""
     started = time.monotonic()
-    proc, out, err = start_cli(args, cwd=app, env=env)
+    proc, out, err = start(args, cwd=app, env=env)
     try:
         return finish_run(
             proc,

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 from _hostile import (
@@ -23,12 +22,10 @@ from _hostile import (
     NEIGHBOURS,
     PRELUDE,
     ROOT,
-    budget,
     contract_problems,
-    finish_run,
-    kill_marked,
     new_run_dirs,
     run_env,
+    run_started,
     verdict_problems,
     write_hostile_app,
 )
@@ -83,21 +80,7 @@ def run(app, args, *, base, timeout=4.0, env_extra=None, json_format=True):
             args += ["--format", "json"]
         if "--cache-dir" not in args:
             args.append("--no-cache")
-    started = time.monotonic()
-    proc, out, err = _cli(args, cwd=app, env=env)
-    try:
-        return finish_run(
-            proc,
-            out,
-            err,
-            args=args,
-            marker=marker,
-            tmpdir=tmpdir,
-            started=started,
-            hard_timeout_s=budget(timeout) + 30,
-        )
-    finally:
-        kill_marked(marker, wait_s=2.0)
+    return run_started(_cli, args, app=app, env=env, marker=marker, tmpdir=tmpdir, timeout=timeout)
 
 
 def _clean(problems, what, r):
