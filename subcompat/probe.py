@@ -209,6 +209,8 @@ class _Target:
         if starved:
             assert peak is not None
             msg += f" (the worker reached the memory limit: {peak >> 10} of {limit} MiB, --memory)"
+            if kind == PROBE_FAILURE:  # our code failed for want of memory the job took: a crash
+                kind = "crash"
         stderr = worker.stderr_tail() if worker is not None else ""
         return TrialError(kind, msg, stderr=stderr, external=external, memory_limit=starved)
 

@@ -530,7 +530,13 @@ def _fails_in_main(ev: _Evidence, t: Trial) -> tuple[bool, str, TrialError | Non
         return False, t.error.type if t.error else "ImportError", t.error, t.candidate
     for name in (t.candidate, *(f"{t.candidate}.{attr}" for attr in t.fromlist)):
         main = ev.main_of(name)
-        if main is None or main.status != "failed" or main.error is None:
+        if main is None or main.error is None:
+            continue
+        if main.status in (CRASH, TIMEOUT) and not main.lost_to_budget and main.error.type != PROBE_FAILURE:
+            # it died in a main interpreter too (a crash, a hang, the memory limit): the
+            # guard is judged against the error the sub-interpreter raised
+            return True, t.error.type if t.error else "ImportError", main.error, name
+        if main.status != "failed":
             continue
         if name != t.candidate and _missing_module(main.error) == name:
             continue  # `from pkg import name`: a name, not a submodule
