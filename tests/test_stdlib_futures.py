@@ -37,7 +37,10 @@ WHY_ABSENT = (
 
 
 def test_stdlib_suite_present() -> None:
-    """Required in CI: without the package, nothing below is collected."""
+    """Required in CI on 3.13+: without the package, nothing below is collected. On 3.11
+    (no sub-interpreters: every call takes the fallback) the suite is not run."""
+    if sys.version_info < (3, 13):
+        pytest.skip("the stdlib suite runs on 3.13+; this Python has no sub-interpreters to route to")
     require_or_skip(HAVE, WHY_ABSENT)
 
 
