@@ -51,6 +51,7 @@ def _load_sibling(name):
 
 _support = _load_sibling("_support")  # once, at import: Backend() is built from many threads
 _bounded = _load_sibling("_bounded")  # reads files job code could have swapped (FIFO, /dev/zero)
+_reap = _load_sibling("_reap")  # kills and reaps stray processes
 _PyCF_ONLY_AST = 0x400
 # per zygote, in the names of its workers' files: in a PID namespace of its own, every
 # zygote's workers have the same small pids, and the scratch directory is shared
@@ -940,17 +941,7 @@ class Zygote:
 
         for _ in range(rounds):
             stray = _children() - self.live
-            for pid in stray:
-                for kill in (os.killpg, os.kill):
-                    try:
-                        kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-            for pid in stray:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+            _reap.kill_and_reap(stray)
             alive = False
             if group is not None:
                 try:

@@ -20,6 +20,7 @@ import threading
 import time
 
 from subcompat._bounded import Refused, read_tail
+from subcompat._reap import kill_and_reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -135,18 +136,7 @@ def sweep_strays(wait_s: float = 2.0) -> int:
         pids = _own_children()
         if not pids:
             break
-        for pid in pids:
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        for pid in pids:
-            try:
-                os.waitpid(pid, 0)
-                killed += 1
-            except ChildProcessError:
-                pass
+        killed += kill_and_reap(pids)
     return killed
 
 
