@@ -182,6 +182,7 @@ class SubJobs(Jobs):
 """
 
 
+@needs_subinterpreters
 def test_each_callable_is_judged_as_its_own_target(app):
     """A function, a class and its static/class methods by ``module:name`` (a method as
     its class); a method bound to an instance, a subclass's inherited classmethod, a
