@@ -32,7 +32,11 @@ from dataclasses import dataclass, field
 
 from subcompat.discover import import_module_name, resolve_relative
 
-__all__ = ["Guard", "ImportSite", "Reach", "catches"]
+TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["Facts", "Guard", "ImportSite", "Reach", "catches"]
 
 #: a handler that catches every exception a failing import raises
 _EVERYTHING = frozenset({"*", "BaseException"})
@@ -100,6 +104,145 @@ def catches(guards: Iterable[Guard], error_type: str) -> Guard | None:
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What an ``if`` on the version or the platform reads, for the target interpreter
+    (it runs on this machine: the platform is this one's)."""
+
+    version: tuple[int, int, int]
+    platform: str = sys.platform
+    os_name: str = os.name
+
+    @classmethod
+    def here(cls) -> Facts:
+        return cls((sys.version_info[0], sys.version_info[1], sys.version_info[2]))
+
+    @classmethod
+    def of(cls, python: str) -> Facts:
+        """From ``Interpreter.python`` ("3.14.10"); this interpreter's when unreadable."""
+        parts = python.split(".")
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            return cls((int(parts[0]), int(parts[1]), int(parts[2])))
+        return cls.here()
+
+
+_UNKNOWN = object()
+_NOT_A_FLAG = ast.Name(id="")  # a name bound more than once, or conditionally: never a fact
+_SYSTEMS = {
+    "linux": "Linux",
+    "darwin": "Darwin",
+    "win32": "Windows",
+    "cygwin": "CYGWIN",
+    "emscripten": "Emscripten",
+}
+_COMPARE: dict[type[ast.cmpop], Any] = {
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+
+
+def _static(
+    node: ast.expr,
+    facts: Facts,
+    flags: Mapping[str, ast.expr],
+    bindings: Mapping[str, Binding],
+    depth: int = 0,
+) -> object:
+    """The value of a test built from ``sys.version_info``, ``sys.platform``, ``os.name``,
+    ``platform.system()``, literals and module-level flags of those, on the target; or
+    ``_UNKNOWN`` for anything else (then the import counts as reachable)."""
+    if depth > 8:
+        return _UNKNOWN
+
+    def value(sub: ast.expr) -> object:
+        return _static(sub, facts, flags, bindings, depth + 1)
+
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        items = [value(e) for e in node.elts]
+        return _UNKNOWN if any(i is _UNKNOWN for i in items) else tuple(items)
+    if isinstance(node, ast.Name):
+        binding = bindings.get(node.id)
+        if binding is not None and binding[0] == "from" and binding[1] in ("sys", "os"):
+            return _fact((binding[1], binding[2]), facts)
+        return value(flags[node.id]) if node.id in flags and binding is None else _UNKNOWN
+    if isinstance(node, ast.Attribute):
+        chain = _chain(node)
+        return _fact(chain, facts) if chain else _UNKNOWN
+    if isinstance(node, ast.Subscript):
+        base, index = (
+            value(node.value),
+            value(node.slice) if not isinstance(node.slice, ast.Slice) else _UNKNOWN,
+        )
+        if isinstance(node.slice, ast.Slice):
+            lower, upper = (value(p) if p is not None else None for p in (node.slice.lower, node.slice.upper))
+            if (
+                isinstance(base, tuple)
+                and node.slice.step is None
+                and (lower is None or isinstance(lower, int))
+                and (upper is None or isinstance(upper, int))
+            ):
+                return base[lower:upper]
+            return _UNKNOWN
+        if isinstance(base, tuple) and isinstance(index, int) and -len(base) <= index < len(base):
+            return base[index]
+        return _UNKNOWN
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = value(node.operand)
+        return _UNKNOWN if inner is _UNKNOWN else not inner
+    if isinstance(node, ast.BoolOp):
+        results = [value(v) for v in node.values]
+        known = [bool(r) for r in results if r is not _UNKNOWN]
+        if isinstance(node.op, ast.And):
+            return False if not all(known) else (True if len(known) == len(results) else _UNKNOWN)
+        return True if any(known) else (False if len(known) == len(results) else _UNKNOWN)
+    if isinstance(node, ast.Compare):
+        left = value(node.left)
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
+            right = value(right_node)
+            compare = _COMPARE.get(type(op))
+            if left is _UNKNOWN or right is _UNKNOWN or compare is None:
+                return _UNKNOWN
+            try:
+                if not compare(left, right):
+                    return False
+            except TypeError:
+                return _UNKNOWN
+            left = right
+        return True
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not node.keywords:
+        chain = _chain(node.func)
+        if chain == ("platform", "system") and not node.args:
+            return _SYSTEMS.get(facts.platform, _UNKNOWN)
+        if node.func.attr in ("startswith", "endswith") and len(node.args) == 1:
+            text, arg = value(node.func.value), value(node.args[0])
+            if isinstance(text, str) and (
+                isinstance(arg, str) or (isinstance(arg, tuple) and all(isinstance(a, str) for a in arg))
+            ):
+                return getattr(text, node.func.attr)(arg)
+    return _UNKNOWN
+
+
+def _fact(chain: tuple[str, ...], facts: Facts) -> object:
+    version = (*facts.version, "final", 0)
+    known: dict[tuple[str, ...], object] = {
+        ("sys", "version_info"): version,
+        ("sys", "version_info", "major"): facts.version[0],
+        ("sys", "version_info", "minor"): facts.version[1],
+        ("sys", "version_info", "micro"): facts.version[2],
+        ("sys", "platform"): facts.platform,
+        ("os", "name"): facts.os_name,
+    }
+    return known.get(chain, _UNKNOWN)
+
+
+@dataclass(frozen=True)
 class ImportSite:
     """One import statement (or literal ``import_module``/``__import__``) of first-party
     source, with its unit (``""``: module level, runs at import), its guards (innermost
@@ -114,6 +257,7 @@ class ImportSite:
     guards: tuple[Guard, ...] = ()
     gate: str | None = None  # platform | version
     tested: tuple[str, ...] = ()  # names the enclosing tests mention
+    never: str | None = None  # an enclosing ``if`` that is false on the target ("sys.version_info < (3, 0)")
 
     @property
     def where(self) -> str:
@@ -153,9 +297,12 @@ class _Defs:
 class _Walker:
     """One walk of a module's AST into ``_Defs``."""
 
-    def __init__(self, defs: _Defs, package: str) -> None:
+    def __init__(self, defs: _Defs, package: str, facts: Facts) -> None:
         self.d = defs
         self.package = package
+        self.facts = facts
+        self.conds: list[tuple[ast.expr, bool]] = []  # enclosing if tests, and which branch
+        self.flag_exprs: dict[str, ast.expr] = {}  # NAME = <test> at module level
         self.unit = ""  # the unit whose refs are collected
         self.in_func = 0  # inside a function body: imports are deferred
         self.guards: list[Guard] = []
@@ -178,8 +325,12 @@ class _Walker:
             self.expr(node.test)
             self.tests.append(self._names(node.test))
             try:
-                self.walk_body(node.body)
-                self.walk_body(node.orelse)
+                for branch, body in ((True, node.body), (False, node.orelse)):
+                    self.conds.append((node.test, branch))
+                    try:
+                        self.walk_body(body)
+                    finally:
+                        self.conds.pop()
             finally:
                 self.tests.pop()
         elif isinstance(node, ast.Try | getattr(ast, "TryStar", ast.Try)):
@@ -225,6 +376,7 @@ class _Walker:
                 for target in node.targets:
                     if isinstance(target, ast.Name):
                         self.d.flags[target.id] = self._names(node.value)
+                        self._flag(target.id, node.value)
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.stmt):
                     self.stmt(child)
@@ -317,8 +469,27 @@ class _Walker:
                 tuple(reversed(self.guards)),
                 gate,
                 tuple(sorted(tested)),
+                self._never() if gate else None,
             )
         )
+
+    def _flag(self, name: str, value: ast.expr) -> None:
+        """A module-level ``NAME = <test on the version or platform>``, bound once in
+        straight-line code: ``if NAME:`` is that test. Any other binding (a second one, one
+        in a ``try`` or an ``if``) makes the name unknown."""
+        once = name not in self.flag_exprs and not (self.unit or self.guards or self.conds)
+        facts = {"sys.version_info", "sys.platform", "os.name", "version_info", "platform"}
+        self.flag_exprs[name] = value if once and facts & self._names(value) else _NOT_A_FLAG
+
+    def _never(self) -> str | None:
+        """The enclosing test that is false on the target, so this import never runs there."""
+        for test, branch in self.conds:
+            value = _static(test, self.facts, self.flag_exprs, self.d.bindings)
+            if isinstance(value, bool) and value != branch:
+                text = ast.unparse(test)
+                text = text if len(text) <= 80 else text[:77] + "..."
+                return f"`if {text}` ({'false' if branch else 'true'} here, line {test.lineno})"
+        return None
 
     def expr(self, node: ast.expr) -> None:
         unit = self.unit if self.in_func else ""
@@ -411,18 +582,19 @@ def _suppressed(expr: ast.expr) -> list[str]:
     return [n for arg in expr.args for n in _handler_names(arg)]
 
 
-_MEMO: dict[tuple[str, str, bool, int, int], _Defs | None] = {}
+_MEMO: dict[tuple[str, str, bool, int, int, Facts], _Defs | None] = {}
 _MEMO_MAX = 4096  # files: one run checks the modules of a package, each target reads the same files
 
 
-def parse(module: str, file: str, is_package: bool) -> _Defs | None:
+def parse(module: str, file: str, is_package: bool, facts: Facts | None = None) -> _Defs | None:
     """The units, names and import sites of one first-party file (None: unreadable);
     one parse per file content (stat) for the process, whatever number of targets ask."""
+    facts = facts or Facts.here()
     try:
         st = os.stat(file)
     except OSError:
         return None
-    key = (module, file, is_package, st.st_mtime_ns, st.st_size)
+    key = (module, file, is_package, st.st_mtime_ns, st.st_size, facts)
     if key in _MEMO:
         return _MEMO[key]
     try:
@@ -432,7 +604,7 @@ def parse(module: str, file: str, is_package: bool) -> _Defs | None:
         return None
     defs: _Defs | None = _Defs(module, file)
     assert defs is not None
-    walker = _Walker(defs, module if is_package else module.rpartition(".")[0])
+    walker = _Walker(defs, module if is_package else module.rpartition(".")[0], facts)
     try:
         walker.walk_body(tree.body)
     except RecursionError:
@@ -458,7 +630,9 @@ class Reach:
         function: str | None,
         known: Mapping[str, str],
         imported: Iterable[str] = (),
+        facts: Facts | None = None,
     ) -> None:
+        self.facts = facts or Facts.here()
         self.known = dict(known)
         self._defs: dict[str, _Defs | None] = {}
         self.units: set[tuple[str, str]] = set()
@@ -506,7 +680,7 @@ class Reach:
         if module not in self._defs:
             file = self.file_of(module)
             self._defs[module] = (
-                parse(module, file, os.path.basename(file) == "__init__.py")
+                parse(module, file, os.path.basename(file) == "__init__.py", self.facts)
                 if file and file.endswith(".py")
                 else None
             )
@@ -611,6 +785,10 @@ class Reach:
         return (importer, unit) in self.units
 
     def site_reached(self, site: ImportSite) -> bool:
+        return not site.never and self.code_reached(site)
+
+    def code_reached(self, site: ImportSite) -> bool:
+        """The code around the site is reached (whether its ``if`` lets it run or not)."""
         if not site.unit:
             return site.importer in self.modules
         return (site.importer, site.unit) in self.units

@@ -30,7 +30,7 @@ from subcompat.probe import (
     is_memory_error,
     split_target,
 )
-from subcompat.reach import Guard, ImportSite, Reach, catches, other_platform
+from subcompat.reach import Facts, Guard, ImportSite, Reach, catches, other_platform
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
@@ -293,7 +293,8 @@ class _Evidence:
             if m in tree.edges
             and all(tree.edges[x].how == "import" for x in tree.chain(m)[1:] if x in tree.edges)
         ]
-        return Reach(self.module, split_target(self.result.target)[1], known, imported)
+        facts = Facts.of(self.result.interpreter.python)
+        return Reach(self.module, split_target(self.result.target)[1], known, imported, facts)
 
     @functools.cached_property
     def _sites(self) -> dict[str, list[ImportSite]]:
@@ -510,10 +511,19 @@ def _judge_import(ev: _Evidence, t: Trial, fails_in_main: bool, error_type: str)
         outcome = judge(
             reached=reached, fails_in_main=fails_in_main, guarded=guard is not None, gated=_gated(site, t)
         )
-        if best is None or rank[outcome] > rank[best.outcome]:
+        # among notes, the one about the target's own code (an if false here) says most
+        if best is None or (rank[outcome], _never_here(ev, site)) > (
+            rank[best.outcome],
+            _never_here(ev, best.site),
+        ):
             best = _Judged(outcome, site, guard, sites)
     assert best is not None
     return best
+
+
+def _never_here(ev: _Evidence, site: ImportSite | None) -> bool:
+    """Code the target reaches, where an ``if`` false on this interpreter skips the import."""
+    return site is not None and site.never is not None and ev.reach.code_reached(site)
 
 
 def _gated(site: ImportSite, t: Trial) -> bool:
@@ -576,6 +586,12 @@ def _deferred_imports(ev: _Evidence, found: _Findings) -> None:
         because = (
             (_limit_reason(error, ev.result) or _short_error(error)) if fails_main else _short_error(t.error)
         )
+        if j.outcome == "note" and j.site is not None and j.site.never:
+            found.note(
+                f"deferred import {t.candidate} ({because}) never runs on this interpreter: "
+                f"it sits under {j.site.never} at {_places((j.site,))}"
+            )
+            continue
         if j.outcome == "note" and j.site is not None and not ev.reach.site_reached(j.site):
             found.note(
                 f"deferred import {t.candidate} ({because}) is not reached from {ev.result.target}: "

@@ -48,6 +48,30 @@ APP = {
         def uses_broken():
             from app import broken
             return broken
+
+        WINDOWS = sys.platform == "win32"
+        OLD = sys.version_info < (3, 0)
+        OLD = not OLD  # bound twice: no longer a test anyone can evaluate statically
+
+        def version_dead():
+            if sys.version_info < (3, 0):
+                import sc_single
+            return 1
+
+        def flag_dead():
+            if WINDOWS or sys.platform.startswith(("cygwin", "msys")):
+                import sc_single
+            return 1
+
+        def version_live():
+            if sys.version_info[:2] >= (3, 8):
+                import sc_single
+                return sc_single
+
+        def flag_rebound():
+            if OLD:
+                import sc_single
+                return sc_single
     """,
     "app.broken": """
         raise RuntimeError("a bug in this module, in any interpreter")
@@ -85,6 +109,10 @@ def verdicts(tmp_path_factory, fixture_site):
             "app.jobs:needs_absent",
             "app.jobs:platform_only",
             "app.jobs:uses_broken",
+            "app.jobs:version_dead",
+            "app.jobs:flag_dead",
+            "app.jobs:version_live",
+            "app.jobs:flag_rebound",
             "app.jobs",
             "app.bystander",
             "app.caller:go",
@@ -133,6 +161,21 @@ def test_another_platforms_module_is_a_note(verdicts):
     assert v.verdict == "compatible", v.reason
     assert not [w for w in v.warnings if "winonly" in w]
     assert [n for n in v.notes if "winonly_dep_21a" in n]
+
+
+def test_an_import_under_an_if_false_on_the_target_never_runs(verdicts):
+    """An ``if`` on the version or the platform that is false on the target interpreter
+    (directly, or through a module-level flag bound once) keeps its imports from running
+    there: a note, not a culprit. A test it cannot evaluate (a flag bound twice) counts as
+    reachable."""
+    for target in ("app.jobs:version_dead", "app.jobs:flag_dead"):
+        v = verdicts[target]
+        assert v.verdict == "compatible", (target, v.reason)
+        assert [n for n in v.notes if "sc_single" in n and "never runs on this interpreter" in n], v.notes
+    for target in ("app.jobs:version_live", "app.jobs:flag_rebound"):
+        v = verdicts[target]
+        assert v.verdict == "incompatible", (target, v.reason)
+        assert [c.module for c in v.culprits] == ["sc_single"]
 
 
 def test_a_deferred_import_broken_everywhere_is_a_warning_not_an_error(verdicts):
