@@ -215,7 +215,10 @@ def _begin(arg):
             module = __import__(name, fromlist=fromlist)
         else:
             module = importlib.import_module(name)
-        if function and not callable(getattr(module, function, None)):
+        found = module
+        for part in function.split(".") if function else ():  # `Class.method` too
+            found = getattr(found, part, None)
+        if function and not callable(found):
             raise AttributeError(f"module {name!r} has no function {function!r}")
 
     def missing_only(exc, name):

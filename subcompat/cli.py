@@ -442,7 +442,7 @@ def _targets(args: argparse.Namespace, config: Config, root: Path) -> list[str]:
         if not config_mod.is_target_name(target):
             raise UsageError(
                 f"{target[:100]!r}{'...' if len(target) > 100 else ''} is not a module name "
-                "(expected dotted.module, module:function or a .py file, at most "
+                "(expected dotted.module, module:function, module:Class.method or a .py file, at most "
                 f"{config_mod.MAX_TARGET_LEN} characters)"
             )
     # a package, named here or in the config, is all of its modules (found on disk, on this

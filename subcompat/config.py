@@ -61,12 +61,13 @@ _KEYS = {"jobs", "fallback", "degraded", "timeout", "memory", "assume_incompatib
 
 
 def is_target_name(text: str) -> bool:
-    """``dotted.module`` or ``dotted.module:function``, identifiers as Python defines them
-    (``ñame`` is one); nothing else, not even a trailing newline."""
+    """``dotted.module``, ``dotted.module:function`` or ``dotted.module:Class.method``,
+    identifiers as Python defines them (``ñame`` is one); nothing else, not even a trailing
+    newline."""
     if len(text) > MAX_TARGET_LEN:  # before splitting: a 100 KB name is not a module
         return False
     module, _, function = text.partition(":")
-    parts = module.split(".") + ([function] if ":" in text else [])
+    parts = module.split(".") + (function.split(".") if ":" in text else [])
     return all(part.isidentifier() for part in parts)
 
 
@@ -295,10 +296,25 @@ def _find(name: str, path: list[str]) -> importlib.machinery.ModuleSpec | None:
     for i in range(len(parts)):
         if locations is None:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), locations)
+        name = ".".join(parts[: i + 1])
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(name, locations)
+        except KeyError:  # a namespace package inside a namespace package that is not imported
+            spec = _namespace(name, locations)
         if spec is None:
             return None
         locations = list(spec.submodule_search_locations) if spec.submodule_search_locations else None
+    return spec
+
+
+def _namespace(name: str, locations: list[str]) -> importlib.machinery.ModuleSpec | None:
+    """A PEP 420 portion found without importing its parent (as ``PathFinder`` would)."""
+    last = name.rpartition(".")[2]
+    portions = [os.path.join(loc, last) for loc in locations if os.path.isdir(os.path.join(loc, last))]
+    if not portions:
+        return None
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = portions
     return spec
 
 
@@ -306,12 +322,38 @@ def _walk(package: str, locations: list[str]) -> list[str]:
     found = []
     import pkgutil  # imports typing: only when a package is expanded
 
-    for info in sorted(pkgutil.iter_modules(locations), key=lambda m: m.name):
-        name = f"{package}.{info.name}"
+    listed = {info.name: info.ispkg for info in pkgutil.iter_modules(locations)}
+    for sub in _namespace_portions(locations):
+        listed.setdefault(sub, True)
+    for sub, is_package in sorted(listed.items()):
+        name = f"{package}.{sub}"
         found.append(name)
-        if info.ispkg:
-            found.extend(_walk(name, [os.path.join(loc, info.name) for loc in locations]))
+        if is_package:
+            found.extend(_walk(name, [os.path.join(loc, sub) for loc in locations]))
     return found
+
+
+def _namespace_portions(locations: list[str]) -> list[str]:
+    """Directories without ``__init__.py`` that hold Python modules: PEP 420 packages,
+    importable, which ``pkgutil`` does not list (a directory of data files is not one)."""
+    out = []
+    for loc in locations:
+        try:
+            entries = list(os.scandir(loc))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.isidentifier() or not entry.is_dir(follow_symlinks=False):
+                continue
+            if os.path.exists(os.path.join(entry.path, "__init__.py")):
+                continue  # a regular package: pkgutil lists it
+            try:
+                names = os.listdir(entry.path)
+            except OSError:
+                continue
+            if any(n.endswith(".py") and n[:-3].isidentifier() for n in names):
+                out.append(entry.name)
+    return out
 
 
 def apply_overrides(verdicts: Iterable[Verdict], config: Config) -> list[Verdict]:

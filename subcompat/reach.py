@@ -666,15 +666,33 @@ class Reach:
         parent, _, last = module.rpartition(".")
         if not parent:
             return None
-        pfile = self.file_of(parent)
-        if not pfile or os.path.basename(pfile) != "__init__.py":
-            return None
-        base = os.path.dirname(pfile)
-        for cand in (os.path.join(base, last + ".py"), os.path.join(base, last, "__init__.py")):
-            if os.path.isfile(cand):
-                self.known[module] = cand
-                return cand
+        for base in self._package_dirs(parent):
+            for cand in (os.path.join(base, last + ".py"), os.path.join(base, last, "__init__.py")):
+                if os.path.isfile(cand):
+                    self.known[module] = cand
+                    return cand
         return None
+
+    def _namespace_child(self, package: str, attr: str) -> bool:
+        """``package`` has no file of its own (PEP 420) and ``attr`` is a module in it."""
+        return self.file_of(package) is None and self.file_of(f"{package}.{attr}") is not None
+
+    def _package_dirs(self, package: str) -> list[str]:
+        """Where ``package``'s modules are: its ``__init__.py``'s directory or, for a PEP 420
+        namespace package (no file of its own), the directories of its known modules."""
+        pfile = self.file_of(package)
+        if pfile:
+            return [os.path.dirname(pfile)] if os.path.basename(pfile) == "__init__.py" else []
+        prefix = package + "."
+        dirs = []
+        for name, file in list(self.known.items()):
+            if name.startswith(prefix) and file:
+                depth = name[len(prefix) :].count(".") + (os.path.basename(file) == "__init__.py")
+                base = file
+                for _ in range(depth + 1):
+                    base = os.path.dirname(base)
+                dirs.append(base)
+        return list(dict.fromkeys(dirs))
 
     def defs(self, module: str) -> _Defs | None:
         if module not in self._defs:
@@ -722,7 +740,11 @@ class Reach:
         """``from module import attr`` runs a submodule, or a PEP 562 ``__getattr__``; a
         name it binds is reached only where code uses it."""
         defs = self.defs(module)
-        if defs is None or attr in defs.bindings:
+        if defs is None:
+            if self._namespace_child(module, attr):
+                self._import(f"{module}.{attr}")
+            return
+        if attr in defs.bindings:
             return
         if self.file_of(f"{module}.{attr}"):
             self._import(f"{module}.{attr}")
@@ -759,6 +781,8 @@ class Reach:
         """``from module import attr`` (then ``.rest``)."""
         defs = self.defs(module)
         if defs is None:
+            if self._namespace_child(module, attr):
+                self._attr(f"{module}.{attr}", rest, depth + 1)
             return
         self._import(module)
         binding = defs.bindings.get(attr)

@@ -199,3 +199,30 @@ def test_code_the_target_never_names_is_a_note(verdicts):
 def test_a_function_reaches_what_it_calls_in_another_module(verdicts):
     v = verdicts["app.caller:go"]
     assert v.verdict == "incompatible" and [c.module for c in v.culprits] == ["sc_single"]
+
+
+def test_a_namespace_package_is_expanded_and_followed(tmp_path, monkeypatch, fixture_site):
+    """PEP 420 packages (no ``__init__.py``): a package target lists their modules (a
+    directory of data files is not one), and a job's ``from . import helper`` is followed
+    into the helper whose function imports ``sc_single`` (it was 'not reached':
+    compatible, for a job that fails in a sub-interpreter)."""
+    from _probe_fixtures import make_probe_app
+
+    from subcompat.config import expand_jobs
+
+    app = make_probe_app(tmp_path, monkeypatch, fixture_site)
+    inner = app.root / "nsp21" / "inner"
+    inner.mkdir(parents=True)
+    (app.root / "nsp21" / "data").mkdir()
+    (app.root / "nsp21" / "data" / "table.csv").write_text("a,b\n")
+    (inner / "mod.py").write_text("def job():\n    from . import helper\n    return helper.x()\n")
+    (inner / "helper.py").write_text("def x():\n    import sc_single\n    return sc_single\n")
+    assert expand_jobs(["nsp21"], [str(app.root)]) == [
+        "nsp21",
+        "nsp21.inner",
+        "nsp21.inner.helper",
+        "nsp21.inner.mod",
+    ]
+    v = app.check("nsp21.inner.mod:job", cache=False, timeout=60)["nsp21.inner.mod:job"]
+    assert v.verdict == "incompatible", v.reason
+    assert [c.module for c in v.culprits] == ["sc_single"]

@@ -150,12 +150,14 @@ def test_a_broken_module_is_still_a_bug_in_the_module(project):
 # -- target names --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ñame", "app.jobs", "app.jobs:run", "_x.y_2:f"])
+@pytest.mark.parametrize("name", ["ñame", "app.jobs", "app.jobs:run", "_x.y_2:f", "app.jobs:Jobs.run"])
 def test_valid_names(name):
     assert config.is_target_name(name)
 
 
-@pytest.mark.parametrize("name", ["app.jobs\n", "app..jobs", "1app", "app.jobs:", "a:b:c", "a-b", ""])
+@pytest.mark.parametrize(
+    "name", ["app.jobs\n", "app..jobs", "1app", "app.jobs:", "a:b:c", "a-b", "", "a:B.", "a:.f"]
+)
 def test_invalid_names(name):
     assert not config.is_target_name(name)
 
