@@ -38,13 +38,13 @@ processes and their channel, this side), ``_child`` and ``_trial`` (the other si
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from subcompat._deferred import blame_candidates, drain, lazy_trials, needs_main
 from subcompat._facts import SUBINTERP_MESSAGE as SUBINTERP_MESSAGE
 from subcompat._facts import FileFacts
 from subcompat._inherit import Inheritance
@@ -57,8 +57,6 @@ from subcompat._records import (
     TrialError,
     blame_key,
     is_memory_error,
-    parse_error,
-    parse_failures,
     split_target,
 )
 from subcompat._records import TRIAL_CAP as TRIAL_CAP
@@ -67,11 +65,7 @@ from subcompat._seen import Seen, name_trials
 from subcompat._target import MAX_TRIALS as MAX_TRIALS
 from subcompat._target import Target
 from subcompat._transport import STATS, ChildGone, ProbeError, Worker, Zygote
-from subcompat.discover import Edge, ModuleInfo, ModuleTree
-
-TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
-if TYPE_CHECKING:
-    from subcompat._records import RawPending, RawSource, RawTrial, TrialStatus
+from subcompat.discover import ModuleInfo, ModuleTree
 
 __all__ = [
     "PROBE_FAILURE",
@@ -90,7 +84,6 @@ __all__ = [
 DEFAULT_MEMORY_MB = 4096  # address space of one worker (RLIMIT_AS)
 MAX_TIMEOUT_S = 86400.0
 MIN_MEMORY_MB = 128  # below this an interpreter barely starts
-MAX_BLAME = 32  # deferred imports retried in the main interpreter, per target
 
 
 def timeout_problem(value: object) -> str | None:
@@ -110,11 +103,6 @@ def memory_problem(value: object) -> str | None:
 
 
 Recall = Callable[[ModuleInfo], "Trial | None"]
-
-
-def _sub_only(t: Trial) -> bool:
-    """Failed only for the sub-interpreter reason (every extension that failed said so)."""
-    return bool(t.failures) and all(SUBINTERP_MESSAGE in f.msg for f in t.failures)
 
 
 class Prober:
@@ -369,15 +357,13 @@ class Prober:
             inherited = self._inheritance.inherit(run, target, job.trial, seen, interp, started)
             if inherited is not None:
                 return inherited
-            trials.extend(self._lazy_trials(job.raw))
-            self._drain(run, module, job.raw.get("pending", []), [], trials, seen.absorb)
-            if self._needs_main(trials) or seen.missing:
+            trials.extend(lazy_trials(job.raw))
+            drain(run, module, job.raw.get("pending", []), [], trials, seen.absorb, self.preload)
+            if needs_main(trials) or seen.missing:
                 # Something failed: is it broken in the main interpreter too, and which
                 # extensions of the tree did the sub-interpreter never reach? Are the
                 # names it lacked there in a main interpreter?
-                main, main_raw = run.main(
-                    module, function, self._blame_candidates(module, trials), seen.missing
-                )
+                main, main_raw = run.main(module, function, blame_candidates(module, trials), seen.missing)
                 trials.extend(main)
                 seen.absorb(main_raw, in_sub=False)
                 trials.extend(name_trials(seen.missing, main_raw, job.trial, main[0], seen.modules))
@@ -388,7 +374,7 @@ class Prober:
                         for m in seen.modules.values()
                         if m.origin == "first_party" and m.file and m.file.endswith(".py")
                     ]
-                    self._drain(run, module, [], sources, trials, seen.absorb)
+                    drain(run, module, [], sources, trials, seen.absorb, self.preload)
             for package in self._sampling.untried_packages(seen, interp):
                 seen.sample(package, self._sampling.main_loads(run, package))
             skipped = seen.skipped()
@@ -410,108 +396,6 @@ class Prober:
             skipped=skipped,
             depends_on=frozenset(seen.depends_on),
         )
-
-    @staticmethod
-    def _needs_main(trials: list[Trial]) -> bool:
-        """Only a failure makes the main-interpreter import worth its cost: to tell a
-        module broken everywhere from one broken here, and to reach the extensions the
-        sub-interpreter never got to. An import that succeeded while skipping
-        accelerators with the sub-interpreter message needs neither."""
-        for t in trials:
-            if t.status not in ("ok", "missing"):
-                return True
-            if any(SUBINTERP_MESSAGE not in f.msg for f in t.failures):
-                return True
-        return False
-
-    @staticmethod
-    def _blame_candidates(module: str, trials: list[Trial]) -> list[str]:
-        """Deferred imports to retry in the main interpreter (does it fail there too? the
-        verdict's rule depends on it): those that failed other than with the
-        sub-interpreter message, and those that crashed or hung."""
-        out: dict[str, None] = {}
-        for t in trials:
-            if t.status in ("crash", "timeout"):
-                name = blame_key(t, module)
-            elif t.kind == "lazy" and t.status == "failed" and not _sub_only(t):
-                name = t.candidate  # failed, and not (only) for the sub-interpreter reason
-                # `from pkg import sub`: the submodule may be what failed
-                for attr in t.fromlist:
-                    out[f"{name}.{attr}"] = None
-            else:
-                continue
-            if name != module:
-                out[name] = None
-        return list(out)[:MAX_BLAME]
-
-    def _drain(
-        self,
-        run: Target,
-        module: str,
-        pending: list[RawPending],
-        sources: list[RawSource],
-        trials: list[Trial],
-        absorb: Callable[[RawTrial], None],
-    ) -> None:
-        """Deferred imports left after a failure, each batch in a fresh interpreter.
-
-        A fixpoint over what was tried: a name is attempted once per target, whatever
-        re-imports it, so a module whose ``__getattr__`` imports itself ends."""
-        tried = {t.candidate for t in trials if t.kind == "lazy"}
-        tried.update(t.culprit.candidate or "" for t in trials if t.culprit)
-        tried.discard("")
-        while True:
-            pending = [p for p in pending if p[0] not in tried]
-            if not pending and not sources:
-                return
-            before = len(tried)
-            nxt = run.trial(
-                "lazy",
-                pending[0][0] if pending else module,
-                mode="lazy",
-                name=module,
-                pending=pending,
-                sources=sources,
-                preload=self.preload,
-                skip=sorted(tried),
-            )
-            sources = []
-            absorb(nxt.raw)
-            new = self._lazy_trials(nxt.raw)
-            trials.extend(new)
-            tried.update(t.candidate for t in new)
-            if nxt.trial.status in ("crash", "timeout"):
-                crumb = nxt.trial.culprit.candidate if nxt.trial.culprit else None
-                cand = crumb or (pending[0][0] if pending else None)
-                trials.append(dataclasses.replace(nxt.trial, candidate=cand or nxt.trial.candidate))
-                if cand is None or nxt.trial.lost_to_budget:
-                    return
-                tried.add(cand)
-                names = [p[0] for p in pending]
-                pending = pending[names.index(cand) + 1 :] if cand in names else pending
-            else:
-                pending = nxt.raw.get("pending", [])
-            if len(tried) == before:  # nothing new was attempted: done
-                return
-
-    def _lazy_trials(self, raw: RawTrial) -> list[Trial]:
-        out = []
-        for entry in raw.get("lazy", ()):
-            importer, file, line, how = entry["edge"]
-            error = parse_error(entry.get("error"))
-            status: TrialStatus = "ok" if error is None else ("missing" if entry.get("missing") else "failed")
-            out.append(
-                Trial(
-                    "lazy",
-                    entry["module"],
-                    status,
-                    error,
-                    failures=parse_failures(entry.get("failures")),
-                    edge=Edge(importer, file, line, how),
-                    fromlist=tuple(str(x) for x in entry.get("fromlist") or ()),
-                )
-            )
-        return out
 
 
 def _text(exc: BaseException) -> str:
