@@ -29,11 +29,16 @@ interpreters shows there), and a *sampler* whose main interpreter imports instal
 packages, never job code, for the accelerators they load there and skip in a
 sub-interpreter without a word.
 
-This module orchestrates; the rest of the stage is split by concept: ``_interpreter``
-(the target interpreter's identity and cache key), ``_records`` (``Trial``,
-``ProbeResult`` and the records inside them, parsed once from the child's JSON),
-``_seen`` (what a target's trials saw, merged into one tree), ``_transport`` (the
-processes and their channel, this side), ``_child`` and ``_trial`` (the other side).
+This module schedules targets over threads and zygotes; the rest of the stage is split
+by what each part decides: ``_target`` (one target's trials, budget halves, trial cap and
+main-interpreter check), ``_deferred`` (which deferred imports get fresh interpreters and
+which a main one retries), ``_facts`` (extension-file trials, facts for the whole run),
+``_pairs`` (the two-live-interpreters check), ``_sample`` (the sampler's questions),
+``_inherit`` (a module building on its package's diagnosis), ``_interpreter`` (the target
+interpreter's identity and cache key), ``_records`` (``Trial``, ``ProbeResult`` and the
+records inside them, parsed once from the child's JSON), ``_seen`` (what a target's
+trials saw, merged into one tree), ``_transport`` (the processes and their channel, this
+side), ``_child`` and ``_trial`` (the other side).
 """
 
 from __future__ import annotations
