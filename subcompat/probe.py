@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from subcompat._deferred import blame_candidates, drain, lazy_trials, needs_main
-from subcompat._facts import SUBINTERP_MESSAGE as SUBINTERP_MESSAGE
+from subcompat._facts import SUBINTERP_MESSAGE as SUBINTERP_MESSAGE  # re-exported: learn, verdict
 from subcompat._facts import FileFacts
 from subcompat._inherit import Inheritance
 from subcompat._interpreter import RULES, Interpreter
@@ -64,10 +64,10 @@ from subcompat._records import (
     is_memory_error,
     split_target,
 )
-from subcompat._records import TRIAL_CAP as TRIAL_CAP
+from subcompat._records import TRIAL_CAP as TRIAL_CAP  # re-exported, as before the split
 from subcompat._sample import Sampling
 from subcompat._seen import Seen, name_trials
-from subcompat._target import MAX_TRIALS as MAX_TRIALS
+from subcompat._target import MAX_TRIALS as MAX_TRIALS  # re-exported, as before the split
 from subcompat._target import Target
 from subcompat._transport import STATS, ChildGone, ProbeError, Worker, Zygote
 from subcompat.discover import ModuleInfo, ModuleTree
