@@ -268,7 +268,7 @@ def test_a_main_interpreter_is_asked_only_about_packages_with_untried_extension_
 
     with Prober(timeout=30, jobs=1) as prober:
         result = prober.probe(module)
-        assert sorted(prober._loads_memo) == asked
+        assert sorted(prober._sampling._loads_memo) == asked
     assert [t for t in result.trials if t.kind == "main"] == []
 
 
