@@ -408,7 +408,14 @@ def _fits(value: object, options: list[tuple[Any, ...]]) -> bool:
             if isinstance(value, option[1]) and (option[2] or not isinstance(value, bool)):
                 return True
         elif kind == "tuple":
-            if isinstance(value, tuple) and all(_fits(item, option[1]) for item in value):
+            if not isinstance(value, tuple):
+                continue
+            shared = _SHARED.get(id(value)) is value
+            if shared and id(value) in _CHECKED_LISTS:
+                return True
+            if all(_fits(item, option[1]) for item in value):
+                if shared:
+                    _CHECKED_LISTS.add(id(value))
                 return True
         elif kind == "record":
             if type(value).__name__ == option[1] and _well_typed_record(value):
@@ -425,6 +432,32 @@ def _decode(from_json: Callable[[Any], _T], text: Any) -> _T | None:
     except Exception:  # bad JSON, wrong shapes, even nesting deep enough for RecursionError
         return None
     return value if _well_typed(value) else None
+
+
+def _verdict(data: Any) -> Verdict:
+    return Verdict.from_json(data, _shared_records)
+
+
+#: a list of culprits or extension verdicts, as JSON text -> its records, checked once: the
+#: modules of one package name the same ~55 culprits (a warm check of pandas decoded 200,000)
+_RECORD_LISTS: dict[str, tuple[Any, ...]] = {}
+_SHARED: dict[int, tuple[Any, ...]] = {}  # id -> those lists (held: an id is not reused)
+_CHECKED_LISTS: set[int] = set()  # ids of shared lists found well typed
+
+
+def _shared_records(cls: Any, items: Any) -> tuple[Any, ...]:
+    if not items:
+        return ()
+    key = f"{cls.__name__}:{json.dumps(items, sort_keys=True, separators=(',', ':'))}"
+    hit = _RECORD_LISTS.get(key)
+    if hit is None:
+        if len(_RECORD_LISTS) >= 4096:
+            _RECORD_LISTS.clear()
+            _SHARED.clear()
+            _CHECKED_LISTS.clear()
+        hit = _RECORD_LISTS[key] = tuple(cls.from_json(item) for item in items)
+        _SHARED[id(hit)] = hit
+    return hit
 
 
 def _decode_stamps(text: Any) -> list[Stamp] | None:
@@ -656,7 +689,7 @@ class Cache:
         )
         if not rows:
             return None
-        verdict = _decode(Verdict.from_json, rows[0][0])
+        verdict = _decode(_verdict, rows[0][0])
         stamps = _decode_stamps(rows[0][1])
         if verdict is None or stamps is None or verdict.target != target:
             return None

@@ -323,8 +323,12 @@ def _walk(package: str, locations: list[str]) -> list[str]:
     import pkgutil  # imports typing: only when a package is expanded
 
     listed = {info.name: info.ispkg for info in pkgutil.iter_modules(locations)}
-    for sub in _namespace_portions(locations):
-        listed.setdefault(sub, True)
+    if not any(os.path.exists(os.path.join(loc, "__init__.py")) for loc in locations):
+        # inside a namespace package, its sub-directories are its packages; inside a regular
+        # one a directory without __init__.py is data or tests by convention (numpy's
+        # _core/tests): not listed, as pkgutil does not
+        for sub in _namespace_portions(locations):
+            listed.setdefault(sub, True)
     for sub, is_package in sorted(listed.items()):
         name = f"{package}.{sub}"
         found.append(name)

@@ -634,6 +634,7 @@ class Reach:
     ) -> None:
         self.facts = facts or Facts.here()
         self.known = dict(known)
+        self._dirs: dict[str, list[str]] | None = None  # package -> its directories (PEP 420)
         self._defs: dict[str, _Defs | None] = {}
         self.units: set[tuple[str, str]] = set()
         self.modules: set[str] = set()
@@ -670,6 +671,7 @@ class Reach:
             for cand in (os.path.join(base, last + ".py"), os.path.join(base, last, "__init__.py")):
                 if os.path.isfile(cand):
                     self.known[module] = cand
+                    self._index(module, cand)
                     return cand
         return None
 
@@ -683,16 +685,25 @@ class Reach:
         pfile = self.file_of(package)
         if pfile:
             return [os.path.dirname(pfile)] if os.path.basename(pfile) == "__init__.py" else []
-        prefix = package + "."
-        dirs = []
-        for name, file in list(self.known.items()):
-            if name.startswith(prefix) and file:
-                depth = name[len(prefix) :].count(".") + (os.path.basename(file) == "__init__.py")
-                base = file
-                for _ in range(depth + 1):
-                    base = os.path.dirname(base)
+        if self._dirs is None:
+            self._dirs = {}
+            for name, file in self.known.items():
+                self._index(name, file)
+        return self._dirs.get(package, [])
+
+    def _index(self, module: str, file: str) -> None:
+        """Each package above ``module``: the directory that holds it, from ``file``."""
+        if self._dirs is None or not file:
+            return
+        base = os.path.dirname(file)
+        if os.path.basename(file) == "__init__.py":
+            base = os.path.dirname(base)
+        parts = module.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            dirs = self._dirs.setdefault(".".join(parts[:i]), [])
+            if base not in dirs:
                 dirs.append(base)
-        return list(dict.fromkeys(dirs))
+            base = os.path.dirname(base)
 
     def defs(self, module: str) -> _Defs | None:
         if module not in self._defs:

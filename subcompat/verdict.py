@@ -34,9 +34,12 @@ from subcompat.reach import Facts, Guard, ImportSite, Reach, catches, other_plat
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from subcompat._records import RawError
+
+    Records = Callable[[Any, Any], tuple[Any, ...]]  # (record class, JSON list) -> records
 
 COMPATIBLE = "compatible"
 DEGRADED = "degraded"
@@ -145,23 +148,30 @@ class Verdict:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Verdict:
+    def from_json(cls, data: dict[str, Any], records: Records | None = None) -> Verdict:
+        """``records`` decodes a list of culprits or extension verdicts (the cache's one
+        shares the lists that recur across the modules of one package)."""
+        decode = records or _records
         return cls(
             target=data["target"],
             verdict=data["verdict"],
             python=data.get("python", ""),
             reason=data.get("reason", ""),
-            culprits=tuple(Culprit.from_json(c) for c in data.get("culprits", ())),
-            degraded=tuple(Culprit.from_json(c) for c in data.get("degraded", ())),
+            culprits=decode(Culprit, data.get("culprits", ())),
+            degraded=decode(Culprit, data.get("degraded", ())),
             notes=tuple(data.get("notes", ())),
             warnings=tuple(data.get("warnings", ())),
             files=tuple(data.get("files", ())),
             dist_stamps=tuple(data.get("dist_stamps", ())),
-            extensions=tuple(ExtensionVerdict.from_json(e) for e in data.get("extensions", ())),
+            extensions=decode(ExtensionVerdict, data.get("extensions", ())),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             cached=bool(data.get("cached", False)),
             transient=_transient(data.get("transient")),
         )
+
+
+def _records(cls: Any, items: Any) -> tuple[Any, ...]:
+    return tuple(cls.from_json(item) for item in items)
 
 
 def _transient(value: object) -> str:
