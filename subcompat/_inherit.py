@@ -18,7 +18,7 @@ from subcompat.discover import ModuleTree
 
 TYPE_CHECKING = False  # typing costs ~3 ms at start-up; annotations are strings here
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from subcompat._facts import FileFacts
     from subcompat._interpreter import Interpreter
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from subcompat._target import Host, Target
 
 _FACT_TRIALS = ("extension", "classify", "pair")  # what a package's probe proved about files
+HEAVY_S = 0.25  # a package whose own main import takes this long is worth a worker of its own
 
 
 class Inheritance:
@@ -111,11 +112,23 @@ class Inheritance:
         )
 
     def _package_of(self, module: str, run: Target) -> tuple[str, ProbeResult] | None:
-        """(name, result) of the innermost package of ``module`` among this run's targets
-        whose own import failed in a sub-interpreter and passed in a main one (waited for
-        while it is probed, within this target's budget). Innermost: the main check forks
-        from a worker that imported it, so a module of ``scipy.stats`` does not import
-        ``scipy.stats`` (1.2 s) again for itself."""
+        """(name, result) of a package of ``module`` among this run's targets whose own
+        import failed in a sub-interpreter and passed in a main one (waited for while it
+        is probed, within this target's budget): the innermost one whose own import cost
+        ``HEAVY_S`` in a main interpreter, else the outermost. The module's main check
+        forks from a worker that imported that package: a module of ``scipy.stats`` does
+        not import ``scipy.stats`` (1.2 s) again for itself, and the modules of pandas'
+        many light test packages share one worker that imported pandas (each new package
+        costs the worker a fresh import)."""
+        found = None
+        for name, result, main_s in self._failing_packages(module, run):
+            found = name, result
+            if main_s >= HEAVY_S:
+                break
+        return found
+
+    def _failing_packages(self, module: str, run: Target) -> Iterator[tuple[str, ProbeResult, float]]:
+        """Innermost first: (name, result, its main import's time)."""
         parts = module.split(".")
         for i in range(len(parts) - 1, 0, -1):
             name = ".".join(parts[:i])
@@ -132,8 +145,7 @@ class Inheritance:
                 continue
             if pmain is None or pmain.status != "ok":
                 continue
-            return name, result
-        return None
+            yield name, result, pmain.elapsed_s
 
 
 def _first_trial(result: ProbeResult, kind: str) -> Trial | None:
