@@ -228,7 +228,13 @@ class Lane:
             for call, (returned, _, _, seconds) in zip(batch, outcomes, strict=True):
                 if returned is not None:
                     self._learn_time(call.key, seconds)
-        for call, (returned, value, text, _) in zip(batch, outcomes, strict=True):
+        # each call and its outcome are let go as soon as they are delivered: a caller that
+        # drops a result (map's iterator) must not find it still held here, or by the pool's
+        # own reference to this batch (the same lists), while later calls are delivered
+        batch.reverse()
+        outcomes.reverse()
+        while batch:
+            call, (returned, value, text, _) = batch.pop(), outcomes.pop()
             if returned is None:  # cancelled before the worker got to it: never ran
                 continue
             if returned:
@@ -237,6 +243,7 @@ class Lane:
                 if text is not None:
                     value.__cause__ = remote_traceback(text)
                 self._deliver(call, value, None)
+            del call, value
         self._pump()
 
     def _read(self, data: Any, calls: int) -> list[_worker.Outcome]:
