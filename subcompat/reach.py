@@ -176,23 +176,15 @@ def _static(
         chain = _chain(node)
         return _fact(chain, facts) if chain else _UNKNOWN
     if isinstance(node, ast.Subscript):
-        base, index = (
-            value(node.value),
-            value(node.slice) if not isinstance(node.slice, ast.Slice) else _UNKNOWN,
-        )
-        if isinstance(node.slice, ast.Slice):
-            lower, upper = (value(p) if p is not None else None for p in (node.slice.lower, node.slice.upper))
-            if (
-                isinstance(base, tuple)
-                and node.slice.step is None
-                and (lower is None or isinstance(lower, int))
-                and (upper is None or isinstance(upper, int))
-            ):
-                return base[lower:upper]
+        base, part = value(node.value), node.slice
+        if not isinstance(base, tuple):
             return _UNKNOWN
-        if isinstance(base, tuple) and isinstance(index, int) and -len(base) <= index < len(base):
-            return base[index]
-        return _UNKNOWN
+        if isinstance(part, ast.Slice):
+            lower, upper = (value(p) if p is not None else None for p in (part.lower, part.upper))
+            ok = part.step is None and all(b is None or isinstance(b, int) for b in (lower, upper))
+            return base[lower:upper] if ok else _UNKNOWN  # type: ignore[index]
+        index = value(part)
+        return base[index] if isinstance(index, int) and -len(base) <= index < len(base) else _UNKNOWN
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         inner = value(node.operand)
         return _UNKNOWN if inner is _UNKNOWN else not inner
