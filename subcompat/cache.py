@@ -231,9 +231,9 @@ def _file_problem(name: str, st: os.stat_result) -> str | None:
     """Why SQLite must not open this database (or side) file, which is not a symlink."""
     if not stat.S_ISREG(st.st_mode):
         return f"{name} is not a regular file"
-    if not os.access(name, os.W_OK):
-        return f"{name} is read-only"
-    return None
+    if not os.access(name, os.W_OK) and os.path.lexists(name):
+        return f"{name} is read-only"  # (a side file gone since its lstat is no problem:
+    return None  # the last connection of another process removes the -wal and -shm)
 
 
 def _create_private(path: Path) -> None:
@@ -633,8 +633,10 @@ class Cache:
             return
         aside = self._aside_path(kind)
         for suffix in _SIDE_FILES:
-            if os.path.lexists(f"{self.path}{suffix}"):
+            try:
                 os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            except FileNotFoundError:  # absent, or removed meanwhile by another connection
+                pass
         self._ident = None
         warnings.warn(
             f"cache {self.path} {why}: moved to {aside.name}, starting a fresh one",

@@ -494,3 +494,33 @@ def test_disk_full_mid_run_is_one_warning_and_the_cache_goes_off(tmp_path):
     assert "disk I/O error" in one_line(proc, "warning")
     assert asides(tmp_path) == []  # an I/O error is not corruption
     assert [t for (t,) in rows(tmp_path / DB, "SELECT target FROM jobs")] == ["jobs.first"]
+
+
+def test_side_files_that_come_and_go_with_other_connections_are_no_problem(tmp_path):
+    """Another process's last connection removes the -wal and -shm between our look at them
+    and our access check: that is an ordinary open, not a read-only cache (a fleet test lost
+    its cache to this once). Two real connections churn the side files while caches open."""
+    import threading
+
+    make_cache(tmp_path)
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            other = sqlite3.connect(tmp_path / DB, isolation_level=None)
+            other.execute("SELECT count(*) FROM jobs").fetchall()
+            other.close()  # the last connection: SQLite removes -wal and -shm
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CacheWarning)
+            for _ in range(300):
+                cache = Cache(tmp_path)
+                assert cache.get_job("interp", "env", "jobs.kept") is not None
+                cache.close()
+    finally:
+        stop.set()
+        churner.join(timeout=60)
+    assert asides(tmp_path) == []
