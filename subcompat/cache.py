@@ -8,6 +8,10 @@ half-written file is detectable; JSON in the rows, never pickle. Keys:
   runtime preloads) and the stamps of every file its verdict depends on;
 - for an extension, its file's stamp and its distribution version.
 
+A job row names its culprit and extension lists by digest; each list is kept once in
+``lists`` (the ~1,500 modules of pandas share one), and read once per run. An export
+writes every verdict whole.
+
 A stamp is (size, mtime_ns) plus a content hash: when size or mtime differ, the hash
 decides, so a ``touch`` does not throw a verdict away but a rebuilt wheel does. A
 directory (where a module found missing was looked for: installing it there must
@@ -72,7 +76,7 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-SCHEMA = 4  # 4: error verdicts are cached, their stamps include failed files and directories
+SCHEMA = 5  # 5: a job row names its culprit and extension lists, kept once in ``lists``
 HASH_LIMIT = 64 << 20  # bigger files are keyed on size and mtime only
 
 _SCHEMA_SQL = """
@@ -90,8 +94,12 @@ CREATE TABLE IF NOT EXISTS extensions (
 CREATE TABLE IF NOT EXISTS interpreters (
     path TEXT PRIMARY KEY, stamp TEXT NOT NULL, info TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lists (digest TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
-_TABLES = frozenset({"meta", "jobs", "extensions", "interpreters"})
+_TABLES = frozenset({"meta", "jobs", "extensions", "interpreters", "lists"})
+#: the Verdict fields a job row stores as the digest of a ``lists`` row: each module of
+#: pandas names the same ~55 culprits and ~60 extensions (87 KB a row when inline)
+_LISTED = {"culprits": "Culprit", "degraded": "Culprit", "extensions": "ExtensionVerdict"}
 _SIDE_FILES = ("", "-wal", "-shm", "-journal")  # the database and what SQLite keeps beside it
 _MAGIC = b"SQLite format 3\x00"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -434,27 +442,25 @@ def _decode(from_json: Callable[[Any], _T], text: Any) -> _T | None:
     return value if _well_typed(value) else None
 
 
-def _verdict(data: Any) -> Verdict:
-    return Verdict.from_json(data, _shared_records)
-
-
 #: a list of culprits or extension verdicts, as JSON text -> its records, checked once: the
 #: modules of one package name the same ~55 culprits (a warm check of pandas decoded 200,000)
 _RECORD_LISTS: dict[str, tuple[Any, ...]] = {}
 _SHARED: dict[int, tuple[Any, ...]] = {}  # id -> those lists (held: an id is not reused)
 _CHECKED_LISTS: set[int] = set()  # ids of shared lists found well typed
+_LISTS_READ: dict[str, tuple[Any, ...]] = {}  # "Class:digest" of a ``lists`` row -> its records
 
 
 def _shared_records(cls: Any, items: Any) -> tuple[Any, ...]:
     if not items:
         return ()
-    key = f"{cls.__name__}:{json.dumps(items, sort_keys=True, separators=(',', ':'))}"
+    key = f"{cls.__name__}:{items!r}"  # json.loads keeps the order to_json wrote: repr is a key
     hit = _RECORD_LISTS.get(key)
     if hit is None:
         if len(_RECORD_LISTS) >= 4096:
             _RECORD_LISTS.clear()
             _SHARED.clear()
             _CHECKED_LISTS.clear()
+            _LISTS_READ.clear()
         hit = _RECORD_LISTS[key] = tuple(cls.from_json(item) for item in items)
         _SHARED[id(hit)] = hit
     return hit
@@ -520,7 +526,9 @@ class Cache:
         self._create = True
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the database file
         self._lock = threading.Lock()
-        self._ext_rows: dict[tuple[str, str], tuple[str, str | None]] = {}  # written by this process
+        self._ext_rows: dict[tuple[str, str], tuple[ExtensionVerdict, Stamp]] = {}  # written here
+        self._stamp_states: dict[Any, bool | Stamp] = {}
+        self._digests: dict[tuple[str, tuple[int, ...]], tuple[tuple[Any, ...], str]] = {}
 
     # -- connection ---------------------------------------------------------
     def open(self, create: bool = True) -> bool:
@@ -674,6 +682,7 @@ class Cache:
     def close(self) -> None:
         with self._lock:
             self._close_db()
+            self._stamp_states.clear()
 
     def _close_db(self) -> None:
         db, self._db = self._db, None
@@ -691,24 +700,36 @@ class Cache:
         )
         if not rows:
             return None
-        verdict = _decode(_verdict, rows[0][0])
-        stamps = _decode_stamps(rows[0][1])
-        if verdict is None or stamps is None or verdict.target != target:
+        verdict = self._verdict_of(rows[0][0])
+        if verdict is None or verdict.target != target:
             return None
-        refreshed = False
-        for i, stamp in enumerate(stamps):
-            state = stamp.still_valid()
-            if state is False:
-                return None
-            if isinstance(state, Stamp):
-                stamps[i] = state
-                refreshed = True
-        if refreshed:
+        try:
+            items = json.loads(rows[0][1])
+            states = [self._stamp_state(item) for item in items]
+        except Exception:  # not JSON, not a list of stamps
+            return None
+        if False in states:
+            return None
+        if any(isinstance(state, Stamp) for state in states):  # moved, same content
+            stamps = [
+                s.to_json() if isinstance(s, Stamp) else item for s, item in zip(states, items, strict=True)
+            ]
             self._run(
                 "UPDATE jobs SET stamps=? WHERE interp=? AND env=? AND target=?",
-                (json.dumps([s.to_json() for s in stamps]), interp, env, target),
+                (json.dumps(stamps), interp, env, target),
             )
         return verdict
+
+    def _stamp_state(self, item: Any) -> bool | Stamp:
+        """``Stamp.from_json(item).still_valid()``, once per distinct stamp while this cache
+        is open: the modules of one package depend on the same files (a warm pandas: 126,000
+        stamps, 2,000 distinct). Closing forgets, so a long-lived worker sees later edits.
+        Raises for an item that is not a stamp."""
+        key = tuple(item) if isinstance(item, list) else item
+        state = self._stamp_states.get(key)
+        if state is None:
+            state = self._stamp_states[key] = Stamp.from_json(item).still_valid()
+        return state
 
     def put_job(self, interp: str, env: str, verdict: Verdict) -> None:
         stamps = job_stamps(verdict)
@@ -716,8 +737,48 @@ class Cache:
             return  # a file vanished while probing: don't cache what can't be checked
         self._run(
             "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
-            (interp, env, verdict.target, json.dumps(verdict.to_json()), json.dumps(stamps), time.time()),
+            (interp, env, verdict.target, self._row_json(verdict), json.dumps(stamps), time.time()),
         )
+
+    # -- the lists a job row names ------------------------------------------------
+    def _row_json(self, verdict: Verdict) -> str:
+        """The verdict's JSON with each of its ``_LISTED`` lists as a ``lists`` digest."""
+        data = dataclasses.replace(verdict, culprits=(), degraded=(), extensions=()).to_json()
+        for name in _LISTED:
+            data[name] = self._list_digest(name, getattr(verdict, name))
+        return json.dumps(data)
+
+    def _list_digest(self, name: str, items: tuple[Any, ...]) -> str:
+        """Where ``items`` is kept, written once per distinct list this process meets."""
+        key = (name, tuple(map(id, items)))
+        known = self._digests.get(key)
+        if known is not None:
+            return known[1]
+        body = json.dumps([item.to_json() for item in items], separators=(",", ":"))
+        digest: str = sha256(f"{_LISTED[name]}:{body}".encode()).hexdigest()[:32]
+        self._run("INSERT OR IGNORE INTO lists VALUES (?, ?)", (digest, body))
+        self._digests[key] = (items, digest)  # holds the items: their ids are not reused
+        return digest
+
+    def _verdict_of(self, text: Any) -> Verdict | None:
+        """A job row's verdict, its lists looked up (inline lists, as an import writes
+        them, are read too); None for a row that does not decode or names a missing list."""
+        return _decode(self._decode_verdict, text)
+
+    def _decode_verdict(self, data: Any) -> Verdict:
+        return Verdict.from_json(data, self._records)
+
+    def _records(self, cls: Any, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, str):
+            return _shared_records(cls, value)
+        key = f"{cls.__name__}:{value}"  # content-addressed: the same in every cache file
+        hit = _LISTS_READ.get(key)
+        if hit is None:
+            rows = self._run("SELECT body FROM lists WHERE digest=?", (value,))
+            if not rows:
+                raise KeyError(f"no list {value}")
+            hit = _LISTS_READ[key] = _shared_records(cls, json.loads(rows[0][0]))
+        return hit
 
     # -- single flight: one process, nothing to share (see cache_pg.FleetCache) ----
     def claim(self, interp: str, env: str, targets: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -731,8 +792,15 @@ class Cache:
 
     # -- export / import --------------------------------------------------------
     def job_rows(self) -> list[tuple[str, str, str, str, str]]:
+        """Rows to export, each verdict whole (its lists inline); one that does not decode
+        is left out."""
         rows = self._run("SELECT interp, env, target, verdict, stamps FROM jobs ORDER BY target")
-        return [tuple(r) for r in rows]
+        out = []
+        for interp, env, target, text, stamps in rows:
+            verdict = self._verdict_of(text)
+            if verdict is not None:
+                out.append((interp, env, target, json.dumps(verdict.to_json()), stamps))
+        return out
 
     def put_job_row(self, row: Sequence[str]) -> bool:
         """An imported row: kept only where there is none (a verdict probed here wins)."""
@@ -750,11 +818,11 @@ class Cache:
             stamp = Stamp.of(ev.file)
             if stamp is None:
                 continue
-            row = (json.dumps(ev.to_json()), json.dumps(stamp.to_json()))
             key = (interp, ev.file)
-            if self._ext_rows.get(key) == row:
+            if self._ext_rows.get(key) == (ev, stamp):  # ``is`` first: the same record object
                 continue
-            self._ext_rows[key] = row
+            self._ext_rows[key] = (ev, stamp)
+            row = (json.dumps(ev.to_json()), json.dumps(stamp.to_json()))
             self._run(
                 "INSERT OR REPLACE INTO extensions VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -831,7 +899,7 @@ class Cache:
         """What ``cache show`` prints; rows that do not decode are left out. ``usable`` is
         false when there is no cache (see ``open(create=False)``) or it is switched off."""
         jobs = [
-            (target, _decode(Verdict.from_json, v))
+            (target, self._verdict_of(v))
             for target, v in self._run("SELECT target, verdict FROM jobs ORDER BY target")
         ]
         exts = [
@@ -860,7 +928,7 @@ class Cache:
     def clear(self) -> int:
         """How many verdicts were removed (0 if the cache is missing or switched off)."""
         n = len(self._run("SELECT 1 FROM jobs")) + len(self._run("SELECT 1 FROM extensions"))
-        for table in ("jobs", "extensions", "interpreters"):
+        for table in ("jobs", "extensions", "interpreters", "lists"):
             self._run(f"DELETE FROM {table}")
         return n if self._db is not None else 0
 

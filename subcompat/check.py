@@ -191,9 +191,12 @@ def _changed_since(verdict: Verdict, since_ns: int) -> str:
 
 
 def _as_cached(v: Verdict) -> Verdict:
+    """The cache hands out its culprit and extension lists shared already (hashing every
+    record again cost a warm pandas 1.7 s)."""
     from dataclasses import replace
+    from sys import intern
 
-    return _shared(replace(v, cached=True))
+    return replace(v, cached=True, files=tuple(intern(f) for f in v.files))
 
 
 #: one object for each distinct culprit, extension verdict and file of this process's

@@ -85,23 +85,35 @@ class Report:
         def ext(e: ExtensionVerdict) -> dict[str, Any]:
             return {"module": e.module, "verdict": e.verdict, "distribution": e.distribution}
 
+        lists: dict[tuple[str, int], tuple[tuple[Any, ...], str]] = {}
+
+        def refs(table: str, items: tuple[Any, ...], value: Callable[[Any], Any] | None = None) -> str:
+            """``items`` as runs of indices; once per list object (the modules of one package
+            share their culprit and extension lists, and a frozen record's hash is not kept)."""
+            hit = lists.get((table, id(items)))
+            if hit is not None and hit[0] is items:
+                return hit[1]
+            runs = _runs([ref(table, i, None if value is None else partial(value, i)) for i in items])
+            lists[(table, id(items))] = (items, runs)  # holds items: its id is not reused
+            return runs
+
         modules = [
             {
                 "target": v.target,
                 "verdict": v.verdict,
                 "reason": v.reason,
-                "culprits": _runs([ref("culprits", c, c.to_json) for c in v.culprits]),
-                "degraded": _runs([ref("degraded", c, c.to_json) for c in v.degraded]),
+                "culprits": refs("culprits", v.culprits, Culprit.to_json),
+                "degraded": refs("degraded", v.degraded, Culprit.to_json),
                 "route": route_for(v, self.policy).route,
                 "advice": advice(v, self.policy),
                 "notes": list(v.notes),
                 "warnings": list(v.warnings),
-                "extensions": _runs([ref("extensions", e, partial(ext, e)) for e in v.extensions]),
+                "extensions": refs("extensions", v.extensions, ext),
                 "elapsed_s": round(v.elapsed_s, 4),
                 "cached": v.cached,
                 "transient": v.transient or None,
-                "files": _runs([ref("files", f) for f in v.files]),
-                "dist_stamps": _runs([ref("dist_stamps", d) for d in v.dist_stamps]),
+                "files": refs("files", v.files),
+                "dist_stamps": refs("dist_stamps", v.dist_stamps),
             }
             for v in self.verdicts
         ]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,11 @@ from _req import require_or_skip  # noqa: E402
 
 def pytest_configure(config: pytest.Config) -> None:
     register(config)
+    if not os.environ.get("SUBCOMPAT_CACHE_DIR"):
+        # the default cache of every CLI run the tests start: never the user's own (an
+        # older schema there is moved aside with a warning a one-line-error test would see)
+        os.environ["SUBCOMPAT_CACHE_DIR"] = _SESSION_CACHE = tempfile.mkdtemp(prefix="subcompat-tests-")
+        config.add_cleanup(lambda: shutil.rmtree(_SESSION_CACHE, ignore_errors=True))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

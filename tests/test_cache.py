@@ -159,3 +159,92 @@ def test_two_processes_writing_at_once(tmp_path):
 def test_verdict_json_round_trip():
     v = Verdict("a.b", DEGRADED, "3.13.0", reason="r", notes=("n",), files=("/x",))
     assert Verdict.from_json(json.loads(json.dumps(v.to_json()))) == v
+
+
+def _package_verdicts(tmp_path, n: int) -> list[Verdict]:
+    """``n`` modules of one package, failing for the same 20 extensions (as every module
+    of pandas fails for numpy's), each depending on its own file and the package's."""
+    from subcompat.verdict import INCOMPATIBLE, Culprit, ExtensionVerdict
+
+    shared = tmp_path / "pkg" / "__init__.py"
+    shared.parent.mkdir()
+    shared.write_text("import _core\n")
+    culprits = tuple(
+        Culprit(f"_ext{i}", f"/site/_ext{i}.so", "dist", "1.0", "no per-interpreter GIL")
+        for i in range(1, 21)
+    )
+    exts = tuple(ExtensionVerdict(f"_ext{i}", f"/site/_ext{i}.so", INCOMPATIBLE) for i in range(1, 21))
+    out = []
+    for i in range(n):
+        own = tmp_path / "pkg" / f"m{i}.py"
+        own.write_text(f"x = {i}\n")
+        out.append(
+            Verdict(
+                f"pkg.m{i}",
+                INCOMPATIBLE,
+                "3.13.0",
+                "r",
+                culprits,
+                (),
+                files=(str(shared), str(own)),
+                extensions=exts,
+            )
+        )
+    return out
+
+
+def test_what_the_modules_of_a_package_share_is_stored_once(tmp_path):
+    verdicts = _package_verdicts(tmp_path, 50)
+    cache = Cache(tmp_path / "c")
+    for v in verdicts:
+        cache.put_job("interp", "env", v)
+    cache.close()
+    db = sqlite3.connect(tmp_path / "c" / Cache.FILENAME)
+    (lists,) = db.execute("SELECT count(*) FROM lists").fetchone()
+    (biggest,) = db.execute("SELECT max(length(verdict)) FROM jobs").fetchone()
+    db.close()
+    assert lists == 3  # the culprits, the extension verdicts, the empty list of degraded
+    assert biggest < len(json.dumps(verdicts[0].to_json())) / 4  # a row names its lists
+    warm = Cache(tmp_path / "c")
+    assert [warm.get_job("interp", "env", v.target) for v in verdicts] == verdicts
+    m0, m1 = (warm.get_job("interp", "env", t) for t in ("pkg.m0", "pkg.m1"))
+    assert m0 is not None and m1 is not None and m0.culprits is m1.culprits  # one copy in memory
+
+
+def test_an_edit_after_a_warm_read_is_seen_by_the_next_open(tmp_path):
+    """Stamps are checked once per distinct file while a cache is open, not forever."""
+    verdicts = _package_verdicts(tmp_path, 3)
+    cache = Cache(tmp_path / "c")
+    for v in verdicts:
+        cache.put_job("interp", "env", v)
+    assert all(cache.get_job("interp", "env", v.target) for v in verdicts)
+    cache.close()
+    (tmp_path / "pkg" / "__init__.py").write_text("import _core, _other\n")
+    assert [cache.get_job("interp", "env", v.target) for v in verdicts] == [None, None, None]
+
+
+def test_export_holds_whole_verdicts_and_import_reads_them(tmp_path):
+    verdicts = _package_verdicts(tmp_path, 3)
+    source = Cache(tmp_path / "a")
+    for v in verdicts:
+        source.put_job("interp", "env", v)
+    rows = source.job_rows()
+    assert [json.loads(r[3])["culprits"][0]["module"] for r in rows] == ["_ext1"] * 3  # inline
+    target = Cache(tmp_path / "b")
+    assert all(target.put_job_row(r) for r in rows)
+    assert [target.get_job("interp", "env", v.target) for v in verdicts] == verdicts
+
+
+def test_a_row_naming_a_missing_list_is_a_miss(tmp_path):
+    (verdict,) = _package_verdicts(tmp_path, 1)
+    cache = Cache(tmp_path / "c")
+    cache.put_job("interp", "env", verdict)
+    cache.close()
+    db = sqlite3.connect(tmp_path / "c" / Cache.FILENAME)
+    db.execute("DELETE FROM lists")
+    db.commit()
+    db.close()
+    import subcompat.cache as cache_module
+
+    cache_module._LISTS_READ.clear()  # this process read it before: forget, as a new run would
+    assert Cache(tmp_path / "c").get_job("interp", "env", verdict.target) is None
