@@ -167,7 +167,7 @@ def _probe_and_keep(
             from dataclasses import replace
 
             verdict = replace(verdict, transient=FILE_CHANGED, notes=(*verdict.notes, changed))
-        found[result.target] = _shared(verdict)
+        found[result.target] = verdict = _shared(verdict)  # shared: the cache writes each list once
         if cache is not None:
             if verdict.lasting:
                 cache.put_job(key, env, verdict)
