@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -764,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
         "with this tree in the same rounds; adds the rows 'this tree ÷ DIR' (items 1-2)",
     )
     args = parser.parse_args(argv)
+    # a bench stopped with SIGTERM (timeout, CI, kill) unwinds: its PostgreSQL cluster and
+    # temp dirs are removed by the ``finally`` blocks that a bare SIGTERM would skip
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for opt in ("subcompat", "against"):
         src = getattr(args, opt)
         if src is not None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -17,11 +18,18 @@ from _req import require_or_skip  # noqa: E402
 
 def pytest_configure(config: pytest.Config) -> None:
     register(config)
+    # SIGTERM (a CI timeout, tox stopping) unwinds like ^C: session fixtures such as the
+    # PostgreSQL cluster are torn down instead of left running
+    signal.signal(signal.SIGTERM, _interrupt)
     if not os.environ.get("SUBCOMPAT_CACHE_DIR"):
         # the default cache of every CLI run the tests start: never the user's own (an
         # older schema there is moved aside with a warning a one-line-error test would see)
         os.environ["SUBCOMPAT_CACHE_DIR"] = _SESSION_CACHE = tempfile.mkdtemp(prefix="subcompat-tests-")
         config.add_cleanup(lambda: shutil.rmtree(_SESSION_CACHE, ignore_errors=True))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
