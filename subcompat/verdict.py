@@ -922,20 +922,50 @@ def _first(trials: tuple[Trial, ...], kind: str) -> Trial | None:
     return next((t for t in trials if t.kind == kind), None)
 
 
+class _TreeIndex:
+    """A tree's first module of each name and of each file, and its first-party names:
+    ``decide`` looks up every culprit (~55 per module of pandas, 800 modules a tree)."""
+
+    def __init__(self, tree: ModuleTree) -> None:
+        self.tree = tree  # held: the index is found by the tree's id, which must not be reused
+        self.by_name: dict[str, tuple[int, ModuleInfo]] = {}
+        self.by_file: dict[str, tuple[int, ModuleInfo]] = {}
+        for i, m in enumerate(tree.modules):
+            self.by_name.setdefault(m.name, (i, m))
+            if m.file:
+                self.by_file.setdefault(m.file, (i, m))
+        self.first_party = {m.name for m in tree.first_party} | {tree.root}
+
+
+_TREE_INDEXES: dict[int, _TreeIndex] = {}
+
+
+def _index(tree: ModuleTree) -> _TreeIndex:
+    index = _TREE_INDEXES.get(id(tree))
+    if index is None or index.tree is not tree:
+        if len(_TREE_INDEXES) >= 64:
+            _TREE_INDEXES.clear()
+        index = _TREE_INDEXES[id(tree)] = _TreeIndex(tree)
+    return index
+
+
 def _lookup(tree: ModuleTree, name: str, file: str | None) -> ModuleInfo | None:
-    for m in tree.modules:
-        if m.name == name or (file and m.file == file):
-            return m
-    return None
+    """The first module of the tree with this name or this file."""
+    index = _index(tree)
+    by_name = index.by_name.get(name)
+    by_file = index.by_file.get(file) if file else None
+    if by_name is None or by_file is None:
+        found = by_name or by_file
+        return found[1] if found else None
+    return min(by_name, by_file, key=lambda hit: hit[0])[1]
 
 
 def _first_party_edge(tree: ModuleTree, name: str) -> Edge | None:
     """The import statement in the user's own code that leads to ``name``."""
-    chain = tree.chain(name)
-    first_party = {m.name for m in tree.first_party}
-    for mod in reversed(chain):
+    first_party = _index(tree).first_party
+    for mod in reversed(tree.chain(name)):
         edge = tree.edges.get(mod)
-        if edge and edge.importer in first_party | {tree.root}:
+        if edge and edge.importer in first_party:
             return edge
     return tree.edges.get(name)
 
