@@ -337,11 +337,12 @@ import ctypes as _ctypes
 import signal as _signal
 import time as _time
 
+# the worker's parent, read before the fork: read after it, a worker already gone made the
+# child an orphan of the zygote, whose own parent (the CLI) it then killed (CI, load 5)
+_zygote = _os.getppid()
 if _fork() == 0:
     _os.setsid()
     _ctypes.CDLL(None, use_errno=True).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG: none
-    with open("/proc/%d/stat" % _os.getppid()) as _fh:  # our parent is the worker
-        _zygote = int(_fh.read().rpartition(")")[2].split()[1])
     try:
         _os.kill(_zygote, _signal.SIGKILL)
     except OSError:
