@@ -17,7 +17,7 @@ else:
         from hashlib import sha256
 
 # what the probe checks; part of every cache key: bump it when that grows
-RULES = "names+pairs+never-tried+dep-warnings+static-gates"
+RULES = "names+pairs+never-tried+dep-warnings+static-gates+failing-untried-are-culprits"
 
 
 @dataclass(frozen=True)

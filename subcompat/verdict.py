@@ -709,7 +709,10 @@ def _never_tried_accelerators(ev: _Evidence, found: _Findings) -> None:
     never tried (the package checked for one first, or fell back wholesale)."""
     result = ev.result
     for name in sorted(result.skipped - found.culprits.keys() - found.degraded.keys()):
-        found.degraded[name] = _never_tried(name, result, ev.exts.get(name))
+        alone = ev.exts.get(name)
+        if alone is not None and alone.status == "failed" and found.worst not in (COMPATIBLE, DEGRADED):
+            continue  # the target fails anyway, and so would this: a culprit (``_failed_alone``)
+        found.degraded[name] = _never_tried(name, result, alone)
         found.worse(DEGRADED, f"{name} skipped in the sub-interpreter; slower pure-Python fallback")
 
 

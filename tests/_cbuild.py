@@ -34,6 +34,8 @@ EXTENSIONS: dict[str, tuple[str, dict[str, str]]] = {
     "sc_mainhang._speedups": ("sc_single.c", {}),
     "sc_brittle._first": ("sc_single.c", {}),
     "sc_brittle._second": ("sc_multi.c", {"GIL_SLOT": "1", "BEHAVIOUR": "0"}),
+    "sc_strict._first": ("sc_single.c", {}),
+    "sc_strict._second": ("sc_single.c", {}),
 }
 
 PACKAGES: dict[str, tuple[str | None, str]] = {
@@ -98,6 +100,13 @@ except ImportError:
         "sc-brittle",
         '''"""Imports its accelerators unguarded: its importer falls back when the whole package
 fails (like requests with charset_normalizer), so _second is never tried."""
+from . import _first, _second
+''',
+    ),
+    "sc_strict": (
+        "sc-strict",
+        '''"""Imports two accelerators unguarded (like h5py): its import dies at the first, and
+the second, which a main interpreter loads with it, would fail too."""
 from . import _first, _second
 ''',
     ),

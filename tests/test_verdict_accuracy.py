@@ -238,6 +238,19 @@ def test_a_wholesale_fallback_names_the_accelerators_it_never_tried(probe_app):
     assert [e.module for e in v.extensions if e.verdict == INCOMPATIBLE] == ["sc_wholesale._first"]
 
 
+def test_a_failing_package_names_each_extension_that_fails_as_a_culprit(probe_app):
+    """sc_strict's import dies at _first; _second, which a main interpreter loads with it
+    and which fails on its own too, is a culprit as well, not a pure-Python fallback
+    (h5py on 3.13: 1 culprit and 24 extensions reported as "falls back")."""
+    v = probe_app.check("sc_strict")["sc_strict"]
+    assert v.verdict == INCOMPATIBLE, v.reason
+    assert [(c.module, c.kind) for c in v.culprits] == [
+        ("sc_strict._first", "single-phase"),
+        ("sc_strict._second", "single-phase"),
+    ]
+    assert v.degraded == ()
+
+
 def test_a_package_its_importer_gives_up_on_names_every_accelerator(probe_app):
     """sc_brittle's own import fails on _first and the job swallows that: the package is
     not in the sub-interpreter at all, yet _second, which it would load, is named too."""
