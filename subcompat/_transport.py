@@ -42,13 +42,29 @@ _BOOT = (
 STATS = {"children_started": 0, "workers_forked": 0, "trials": 0, "pairs": 0}
 
 
+#: Native thread pools a library starts when it is loaded (OpenBLAS at dlopen: two threads
+#: that spin ~0.1 s each, in every worker that so much as tries numpy's core). A probe
+#: imports and never computes: one thread each, unless the job's environment says otherwise.
+ONE_THREAD = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
 def isolated_env(env: dict[str, str] | None) -> dict[str, str]:
     """The zygote's start-up environment: no ``PYTHONPATH`` and a safe path, so the
     project's files (a root ``types.py`` or ``signal.py``) cannot stand in for the
     stdlib the probe's own code imports. The held-back values travel in
     ``SUBCOMPAT_JOB_ENV``; the zygote puts them back and gives the job the ``sys.path``
-    it would have had (``_child._job_sys_path``)."""
+    it would have had (``_child._job_sys_path``). Native thread pools not sized by the
+    job's environment get one thread (``ONE_THREAD``)."""
     out = dict(os.environ if env is None else env)
+    for key in ONE_THREAD:
+        out.setdefault(key, "1")
     held = {key: out.pop(key, None) for key in ("PYTHONPATH", "PYTHONSAFEPATH")}
     out["SUBCOMPAT_JOB_ENV"] = json.dumps(held)
     out["PYTHONSAFEPATH"] = "1"

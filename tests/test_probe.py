@@ -313,6 +313,25 @@ def test_each_candidate_gets_a_fresh_interpreter(probe_app):
     assert log.read_text() == "xx"
 
 
+def test_native_thread_pools_get_one_thread_unless_the_job_sizes_them(probe_app, monkeypatch):
+    """A probe imports and never computes: thread pools a library starts at load time
+    (OpenBLAS spins two threads ~0.1 s each) get one thread, and a size the job's own
+    environment sets is kept."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    probe_app.write(
+        {
+            "jobs.threads": (
+                "import os\n"
+                "seen = (os.environ.get('OPENBLAS_NUM_THREADS'), os.environ.get('OMP_NUM_THREADS'))\n"
+                "assert seen == ('1', '3'), seen\n"
+            )
+        }
+    )
+    v = probe_app.check("jobs.threads", cache=False)["jobs.threads"]
+    assert v.verdict == COMPATIBLE, v.reason
+
+
 def test_target_python_other_than_the_parent(probe_app):
     py311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
     import os
