@@ -410,3 +410,29 @@ def test_a_package_that_fails_in_a_sub_interpreter_costs_one_diagnosis(probe_app
     assert culprit_names(together["pkgx.c"]) == ["sc_multi_nogil", "sc_single"]
     assert together["pkgx.broken"].verdict == ERROR
     assert forks_together < forks_alone
+
+
+def test_a_heavy_package_is_imported_once_for_all_the_modules_inside_it(probe_app):
+    """The modules of a failing package get their main-interpreter imports forked from a
+    worker that imported their package once. A package inside it that takes long to
+    import (here 0.6 s) gets a worker of its own; one that adds nothing to it
+    (``tests``) does not, even when it was the first to wait for that worker's import.
+    Each main import of ``heavy.sub`` is counted in a file: one for its own check, one
+    for the worker its modules share."""
+    log = probe_app.root / "sub-imports.log"
+    probe_app.write(
+        {
+            "heavy.__init__": "import sc_single\n",
+            "heavy.sub.__init__": f"import time\ntime.sleep(0.6)\nopen({str(log)!r}, 'a').write('s')\n",
+            "heavy.sub.a": "X = 1\n",
+            "heavy.sub.b": "Y = 2\n",
+            "heavy.sub.tests.__init__": "",
+            "heavy.sub.tests.t1": "import heavy.sub.a\n",
+            "heavy.sub.tests.t2": "import heavy.sub.b\n",
+        }
+    )
+    targets = ["heavy", "heavy.sub", "heavy.sub.tests", "heavy.sub.tests.t1", "heavy.sub.tests.t2"]
+    result = probe_app.check(*targets, cache=False, jobs=1)
+    assert {v.verdict for v in result.values()} == {INCOMPATIBLE}
+    assert all(culprit_names(v) == ["sc_single"] for v in result.values())
+    assert log.read_text() == "ss"
