@@ -76,7 +76,8 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-SCHEMA = 5  # 5: a job row names its culprit and extension lists, kept once in ``lists``
+SCHEMA = 6  # 5: a job row names its culprit and extension lists, kept once in ``lists``;
+# 6: and its files' stamps, each kept once there too
 HASH_LIMIT = 64 << 20  # bigger files are keyed on size and mtime only
 
 _SCHEMA_SQL = """
@@ -409,6 +410,9 @@ def _parse(annotation: str) -> list[tuple[Any, ...]]:
     return out
 
 
+_STRINGS = [("atom", (str,), False)]  # the parsed ``tuple[str, ...]``
+
+
 def _fits(value: object, options: list[tuple[Any, ...]]) -> bool:
     for option in options:
         kind = option[0]
@@ -421,6 +425,10 @@ def _fits(value: object, options: list[tuple[Any, ...]]) -> bool:
             shared = _SHARED.get(id(value)) is value
             if shared and id(value) in _CHECKED_LISTS:
                 return True
+            if option[1] == _STRINGS:  # a verdict's files: ~85 a module, checked in one pass
+                if all(isinstance(item, str) for item in value):
+                    return True
+                continue
             if all(_fits(item, option[1]) for item in value):
                 if shared:
                     _CHECKED_LISTS.add(id(value))
@@ -464,6 +472,10 @@ def _shared_records(cls: Any, items: Any) -> tuple[Any, ...]:
         hit = _RECORD_LISTS[key] = tuple(cls.from_json(item) for item in items)
         _SHARED[id(hit)] = hit
     return hit
+
+
+def _stamp_digest(body: str) -> str:
+    return sha256(f"Stamp:{body}".encode()).hexdigest()[:32]
 
 
 def _decode_stamps(text: Any) -> list[Stamp] | None:
@@ -528,6 +540,7 @@ class Cache:
         self._lock = threading.Lock()
         self._ext_rows: dict[tuple[str, str], tuple[ExtensionVerdict, Stamp]] = {}  # written here
         self._stamp_states: dict[Any, bool | Stamp] = {}
+        self._stamp_refs: dict[str, str] = {}  # a stamp's JSON -> its ``lists`` digest, written
         self._digests: dict[tuple[str, tuple[int, ...]], tuple[tuple[Any, ...], str]] = {}
 
     # -- connection ---------------------------------------------------------
@@ -686,6 +699,7 @@ class Cache:
         with self._lock:
             self._close_db()
             self._stamp_states.clear()
+            self._stamp_refs.clear()
 
     def _close_db(self) -> None:
         db, self._db = self._db, None
@@ -715,7 +729,8 @@ class Cache:
             return None
         if any(isinstance(state, Stamp) for state in states):  # moved, same content
             stamps = [
-                s.to_json() if isinstance(s, Stamp) else item for s, item in zip(states, items, strict=True)
+                self._stamp_ref(s.to_json()) if isinstance(s, Stamp) else item
+                for s, item in zip(states, items, strict=True)
             ]
             self._run(
                 "UPDATE jobs SET stamps=? WHERE interp=? AND env=? AND target=?",
@@ -724,15 +739,37 @@ class Cache:
         return verdict
 
     def _stamp_state(self, item: Any) -> bool | Stamp:
-        """``Stamp.from_json(item).still_valid()``, once per distinct stamp while this cache
-        is open: the modules of one package depend on the same files (a warm pandas: 126,000
-        stamps, 2,000 distinct). Closing forgets, so a long-lived worker sees later edits.
-        Raises for an item that is not a stamp."""
+        """``still_valid()`` of the stamp ``item`` is or refers to (``_stamp_ref``), once per
+        distinct stamp while this cache is open: the modules of one package depend on the
+        same files (a warm pandas: 126,000 stamps, 2,000 distinct). Closing forgets, so a
+        long-lived worker sees later edits. Raises for an item that is not a stamp."""
         key = tuple(item) if isinstance(item, list) else item
         state = self._stamp_states.get(key)
         if state is None:
-            state = self._stamp_states[key] = Stamp.from_json(item).still_valid()
+            stamp = Stamp.from_json(self._stamp_body(item) if isinstance(item, str) else item)
+            state = self._stamp_states[key] = stamp.still_valid()
         return state
+
+    def _stamp_ref(self, item: list[Any]) -> str:
+        """The digest a job row names a file's stamp by, the stamp kept once in ``lists``:
+        a package's modules depend on the same files, and decoding every module's copy of
+        them was a third of a warm check of pandas."""
+        body = json.dumps(item, separators=(",", ":"))
+        digest = self._stamp_refs.get(body)
+        if digest is None:
+            digest = _stamp_digest(body)
+            self._run("INSERT OR IGNORE INTO lists VALUES (?, ?)", (digest, body))
+            if len(self._stamp_refs) >= 100_000:
+                self._stamp_refs.clear()
+            self._stamp_refs[body] = digest
+        return digest
+
+    def _stamp_body(self, digest: str) -> Any:
+        """The stamp ``digest`` refers to; raises when it is missing or not what was kept."""
+        rows = self._run("SELECT body FROM lists WHERE digest=?", (digest,))
+        if not rows or _stamp_digest(rows[0][0]) != digest:
+            raise KeyError(f"no stamp {digest}")
+        return json.loads(rows[0][0])
 
     def put_job(self, interp: str, env: str, verdict: Verdict) -> None:
         stamps = job_stamps(verdict)
@@ -740,7 +777,14 @@ class Cache:
             return  # a file vanished while probing: don't cache what can't be checked
         self._run(
             "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
-            (interp, env, verdict.target, self._row_json(verdict), json.dumps(stamps), time.time()),
+            (
+                interp,
+                env,
+                verdict.target,
+                self._row_json(verdict),
+                json.dumps([self._stamp_ref(stamp) for stamp in stamps]),
+                time.time(),
+            ),
         )
 
     # -- the lists a job row names ------------------------------------------------
@@ -801,8 +845,12 @@ class Cache:
         out = []
         for interp, env, target, text, stamps in rows:
             verdict = self._verdict_of(text)
+            try:
+                inline = [self._stamp_body(s) if isinstance(s, str) else s for s in json.loads(stamps)]
+            except Exception:  # not JSON, a stamp missing: left out like a verdict that does not decode
+                continue
             if verdict is not None:
-                out.append((interp, env, target, json.dumps(verdict.to_json()), stamps))
+                out.append((interp, env, target, json.dumps(verdict.to_json()), json.dumps(inline)))
         return out
 
     def put_job_row(self, row: Sequence[str]) -> bool:

@@ -202,13 +202,46 @@ def test_what_the_modules_of_a_package_share_is_stored_once(tmp_path):
     db = sqlite3.connect(tmp_path / "c" / Cache.FILENAME)
     (lists,) = db.execute("SELECT count(*) FROM lists").fetchone()
     (biggest,) = db.execute("SELECT max(length(verdict)) FROM jobs").fetchone()
+    (stamps,) = db.execute("SELECT max(length(stamps)) FROM jobs").fetchone()
     db.close()
-    assert lists == 3  # the culprits, the extension verdicts, the empty list of degraded
+    # the culprits, the extension verdicts, the empty list of degraded; and each file's
+    # stamp once: the file every module imports, and each module's own
+    assert lists == 3 + 1 + 50
+    assert stamps < 80  # a row names its two stamps by digest
     assert biggest < len(json.dumps(verdicts[0].to_json())) / 4  # a row names its lists
     warm = Cache(tmp_path / "c")
     assert [warm.get_job("interp", "env", v.target) for v in verdicts] == verdicts
     m0, m1 = (warm.get_job("interp", "env", t) for t in ("pkg.m0", "pkg.m1"))
     assert m0 is not None and m1 is not None and m0.culprits is m1.culprits  # one copy in memory
+
+
+def test_a_row_names_its_stamps_and_one_missing_or_altered_is_a_miss(tmp_path):
+    """A job row refers to its files' stamps by digest; a stamp that is gone, or whose
+    body no longer matches its digest, makes that row a miss, never a wrong hit. An
+    export writes the stamps inline (another cache reads them as they are)."""
+    verdicts = _package_verdicts(tmp_path, 3)
+    cache = Cache(tmp_path / "c")
+    for v in verdicts:
+        cache.put_job("interp", "env", v)
+    exported = cache.job_rows()
+    cache.close()
+    assert all(isinstance(item, list) for row in exported for item in json.loads(row[4]))
+    other = Cache(tmp_path / "other")
+    assert all(other.put_job_row(row) for row in exported)
+    assert [other.get_job("interp", "env", v.target) for v in verdicts] == verdicts
+    other.close()
+    db = sqlite3.connect(tmp_path / "c" / Cache.FILENAME)
+    own = {t: json.loads(s)[-1] for t, s in db.execute("SELECT target, stamps FROM jobs")}
+    db.execute("UPDATE lists SET body=replace(body, '[', '[ ') WHERE digest=?", (own["pkg.m0"],))
+    db.execute("DELETE FROM lists WHERE digest=?", (own["pkg.m1"],))
+    db.commit()
+    db.close()
+    warm = Cache(tmp_path / "c")
+    assert warm.get_job("interp", "env", "pkg.m0") is None
+    assert warm.get_job("interp", "env", "pkg.m1") is None
+    assert warm.get_job("interp", "env", "pkg.m2") == verdicts[2]
+    assert [row[2] for row in warm.job_rows()] == ["pkg.m2"]
+    warm.close()
 
 
 def test_an_edit_after_a_warm_read_is_seen_by_the_next_open(tmp_path):
