@@ -458,10 +458,12 @@ _CHECKED_LISTS: set[int] = set()  # ids of shared lists found well typed
 _LISTS_READ: dict[str, tuple[Any, ...]] = {}  # "Class:digest" of a ``lists`` row -> its records
 
 
-def _shared_records(cls: Any, items: Any) -> tuple[Any, ...]:
+def _shared_records(cls: Any, items: Any, key: str = "") -> tuple[Any, ...]:
+    """``items`` decoded, one object for equal lists: ``key`` names them (a digest), else
+    their repr does (json.loads keeps the order to_json wrote)."""
     if not items:
         return ()
-    key = f"{cls.__name__}:{items!r}"  # json.loads keeps the order to_json wrote: repr is a key
+    key = key or f"{cls.__name__}:{items!r}"
     hit = _RECORD_LISTS.get(key)
     if hit is None:
         if len(_RECORD_LISTS) >= 4096:
@@ -824,7 +826,7 @@ class Cache:
             rows = self._run("SELECT body FROM lists WHERE digest=?", (value,))
             if not rows:
                 raise KeyError(f"no list {value}")
-            hit = _LISTS_READ[key] = _shared_records(cls, json.loads(rows[0][0]))
+            hit = _LISTS_READ[key] = _shared_records(cls, json.loads(rows[0][0]), key)
         return hit
 
     # -- single flight: one process, nothing to share (see cache_pg.FleetCache) ----
