@@ -477,7 +477,8 @@ def _shared_records(cls: Any, items: Any, key: str = "") -> tuple[Any, ...]:
 
 
 def _stamp_digest(body: str) -> str:
-    return sha256(f"Stamp:{body}".encode()).hexdigest()[:32]
+    digest: str = sha256(f"Stamp:{body}".encode()).hexdigest()[:32]
+    return digest
 
 
 def _decode_stamps(text: Any) -> list[Stamp] | None:
